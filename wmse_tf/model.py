@@ -1,0 +1,129 @@
+"""SSLModel: encoder + projector + objective, trained with Keras `fit()`.
+
+A batch is `(views, labels)`: `views` a tuple of V image batches [B, H, W, C]
+(or one tensor [V, B, H, W, C]) of the same B images; labels are ignored.
+All views go through the encoder in one call ([V*B, ...]), the projections
+are stacked to [V, B, D] and handed to the objective.
+"""
+
+import keras
+import tensorflow as tf
+
+from wmse_tf import objectives
+
+
+def stack_views(views):
+    """Returns views as one tensor [V, B, ...] from a tuple/list or a stacked tensor."""
+    if isinstance(views, (tuple, list)):
+        if len(views) < 2:
+            raise ValueError(f"SSLModel: need at least 2 views per image, got {len(views)}")
+        return tf.stack(views, axis=0)
+    views = tf.convert_to_tensor(views)
+    if views.shape.rank != 5:
+        raise ValueError(
+            f"SSLModel: views must be a tuple of V batches [B, H, W, C] or a tensor "
+            f"[V, B, H, W, C], got shape {views.shape}")
+    return views
+
+
+def unpack_batch(data):
+    """Splits a dataset element into views: accepts (views, labels), {'views': ...} or views."""
+    if isinstance(data, dict):
+        return data["views"]
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list)):
+        return data[0]
+    if isinstance(data, (tuple, list)) and len(data) == 2 and getattr(data[0], "shape", None) is not None \
+            and data[0].shape.rank == 5:
+        return data[0]
+    return data
+
+
+def all_gather_views(z):
+    """Concatenates [V, b, D] projections of all replicas to [V, R*b, D] (gradients flow back)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return z
+    return ctx.all_gather(z, axis=1)
+
+
+class SSLModel(keras.Model):
+    """Self-supervised model: encoder -> projector -> objective over views.
+
+    Args:
+      encoder: keras.Model, images -> features [B, F].
+      projector: keras.Model/layer, features -> embeddings [B, D].
+      objective: callable `(views [V, N, D], seed) -> (loss, stats)`,
+        e.g. `wmse_tf.objectives.WMSE(w_size=128)`.
+      whiten_across_replicas: under tf.distribute, gather the projections of
+        all replicas so the objective sees the global batch.
+      seed: seed of the objective's random permutations.
+
+    Example:
+      >>> model = SSLModel(encoders.resnet(18, width=16), encoders.projector(64), objectives.WMSE(128))
+      >>> model.compile(optimizer=keras.optimizers.Adam(1e-3)); model.fit(ds, epochs=1)
+    """
+
+    def __init__(self, encoder, projector, objective, whiten_across_replicas=False, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.projector = projector
+        self.objective = objective
+        self.whiten_across_replicas = whiten_across_replicas
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        names = (*getattr(objective, "stat_names", ()), "step_ok")
+        self.stat_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    def call(self, images, training=False):
+        """Features of images (the encoder's output), as used for evaluation."""
+        return self.encoder(images, training=training)
+
+    def embed_views(self, views, training):
+        """Views [V, B, ...] -> projections [V, B, D] (float32)."""
+        shape = tf.shape(views)
+        flat = tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0))
+        z = self.projector(self.encoder(flat, training=training), training=training)
+        return tf.reshape(tf.cast(z, tf.float32), [views.shape[0], -1, z.shape[-1]])
+
+    def compute_objective(self, views, training):
+        """Runs the objective on a batch of views; returns (loss, stats)."""
+        z = self.embed_views(stack_views(views), training)
+        if self.whiten_across_replicas:
+            z = all_gather_views(z)
+        return self.objective(z, seed=self.seed_generator)
+
+    def _update_metrics(self, loss, stats):
+        self.loss_tracker.update_state(loss)
+        for name, value in stats.items():
+            if name not in self.stat_trackers:
+                raise ValueError(f"SSLModel: the objective returned stat {name!r} not listed in its "
+                                 f"stat_names {tuple(self.stat_trackers)}")
+            self.stat_trackers[name].update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        views = unpack_batch(data)
+        with tf.GradientTape() as tape:
+            loss, stats = self.compute_objective(views, training=True)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        # NaN guard: a non-finite loss or gradient never reaches the weights.
+        # The loss is still reported (NaN) so the training loop can stop.
+        finite = tf.math.is_finite(loss)
+        for g in grads:
+            if g is not None:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        grads = [None if g is None else tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+        self.optimizer.apply(grads, variables)
+        stats = dict(stats, step_ok=tf.cast(finite, tf.float32))
+        return self._update_metrics(loss, stats)
+
+    def test_step(self, data):
+        loss, stats = self.compute_objective(unpack_batch(data), training=False)
+        return self._update_metrics(loss, stats)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.stat_trackers.values()]
