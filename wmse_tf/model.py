@@ -26,15 +26,20 @@ def stack_views(views):
     return views
 
 
+def _is_views(x):
+    return isinstance(x, (tuple, list)) or getattr(getattr(x, "shape", None), "rank", None) == 5
+
+
 def unpack_batch(data):
-    """Splits a dataset element into views: accepts (views, labels), {'views': ...} or views."""
+    """Returns the views of a batch: `(views, labels[, weights])`, `{"views": ...}` or views."""
     if isinstance(data, dict):
         return data["views"]
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list)):
-        return data[0]
-    if isinstance(data, (tuple, list)) and len(data) == 2 and getattr(data[0], "shape", None) is not None \
-            and data[0].shape.rank == 5:
-        return data[0]
+    if isinstance(data, (tuple, list)):
+        data = tuple(d for d in data if d is not None)  # Keras passes (x, None, None)
+        if len(data) == 1:
+            return unpack_batch(data[0])
+        if len(data) in (2, 3) and _is_views(data[0]) and not _is_views(data[1]):
+            return data[0]
     return data
 
 
@@ -43,7 +48,8 @@ def all_gather_views(z):
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return z
-    return ctx.all_gather(z, axis=1)
+    n = None if z.shape[1] is None else z.shape[1] * ctx.num_replicas_in_sync
+    return tf.ensure_shape(ctx.all_gather(z, axis=1), [z.shape[0], n, z.shape[2]])
 
 
 class SSLModel(keras.Model):
@@ -73,6 +79,9 @@ class SSLModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         names = (*getattr(objective, "stat_names", ()), "step_ok")
         self.stat_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        if not projector.built:
+            projector.build((None, encoder.output.shape[-1]))
+        self.built = True  # encoder and projector are built; call() is the encoder
 
     def call(self, images, training=False):
         """Features of images (the encoder's output), as used for evaluation."""
@@ -101,22 +110,30 @@ class SSLModel(keras.Model):
             self.stat_trackers[name].update_state(value)
         return {m.name: m.result() for m in self.metrics}
 
+    def _state_variables(self):
+        """Non-trainable state of the networks (BatchNorm moving statistics)."""
+        return self.encoder.non_trainable_variables + self.projector.non_trainable_variables
+
     def train_step(self, data):
         views = unpack_batch(data)
+        state = [tf.identity(v) for v in self._state_variables()]
         with tf.GradientTape() as tape:
             loss, stats = self.compute_objective(views, training=True)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.optimizer.scale_loss(loss / replicas)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        # NaN guard: a non-finite loss or gradient never reaches the weights.
-        # The loss is still reported (NaN) so the training loop can stop.
+        # NaN guard: a non-finite loss or gradient never reaches the weights
+        # (zero gradients; BatchNorm statistics restored). The NaN loss is still
+        # reported so the training loop can stop.
         finite = tf.math.is_finite(loss)
         for g in grads:
             if g is not None:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
         grads = [None if g is None else tf.where(finite, g, tf.zeros_like(g)) for g in grads]
         self.optimizer.apply(grads, variables)
+        for var, old in zip(self._state_variables(), state):  # undo NaN moving statistics
+            var.assign(tf.where(finite, var, old))
         stats = dict(stats, step_ok=tf.cast(finite, tf.float32))
         return self._update_metrics(loss, stats)
 

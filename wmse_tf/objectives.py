@@ -16,21 +16,23 @@ from wmse_tf import whitening
 
 
 def normalized_mse(a, b):
-    """Mean over rows of ||a/|a| - b/|b|||^2 = 2 - 2 cos(a, b)."""
-    a = tf.math.l2_normalize(tf.cast(a, tf.float32), axis=-1)
-    b = tf.math.l2_normalize(tf.cast(b, tf.float32), axis=-1)
+    """Mean over rows of ||a/|a| - b/|b|||^2 = 2 - 2 cos(a, b) (float32 or float64)."""
+    a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
+    a = tf.math.l2_normalize(tf.cast(a, whitening.compute_dtype(a.dtype)), axis=-1)
+    b = tf.math.l2_normalize(tf.cast(b, whitening.compute_dtype(b.dtype)), axis=-1)
     return 2.0 - 2.0 * tf.reduce_mean(tf.reduce_sum(a * b, axis=-1))
 
 
 def pairwise_normalized_mse(z):
     """Mean of normalized_mse over all V(V-1)/2 pairs of views z [V, M, D]."""
     num_views = z.shape[0]
-    zn = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=-1)
-    rows = tf.cast(tf.shape(z)[1], tf.float32)
+    z = tf.convert_to_tensor(z)
+    zn = tf.math.l2_normalize(tf.cast(z, whitening.compute_dtype(z.dtype)), axis=-1)
+    rows = tf.cast(tf.shape(z)[1], zn.dtype)
     cos = tf.einsum("imd,jmd->ij", zn, zn) / rows  # mean cosine per pair of views
-    upper = tf.linalg.band_part(tf.ones_like(cos), 0, -1) - tf.eye(num_views)
+    upper = tf.linalg.band_part(tf.ones_like(cos), 0, -1) - tf.eye(num_views, dtype=zn.dtype)
     num_pairs = num_views * (num_views - 1) / 2
-    return 2.0 - 2.0 * tf.reduce_sum(cos * upper) / num_pairs
+    return 2.0 - 2.0 * tf.reduce_sum(cos * upper) / tf.cast(num_pairs, zn.dtype)
 
 
 def check_views(views, name="views"):
@@ -60,9 +62,38 @@ def check_whitening_sizes(n, d, w_size, where="wmse"):
             "the reference uses w_size >= 2 * emb", stacklevel=3)
 
 
+def seed_tensor(seed):
+    """A stateless-RNG seed [2] from an int, a keras SeedGenerator, a tensor or None."""
+    if isinstance(seed, keras.random.SeedGenerator):
+        return tf.cast(seed.next(), tf.int64)
+    if seed is None:
+        return tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], tf.int64)
+    return tf.cast(seed, tf.int64)
+
+
+def _mix32(x):
+    """A 32-bit integer hash (lowbias32-style) in int64 arithmetic, exact on every device."""
+    mask = tf.constant(0xFFFFFFFF, tf.int64)
+    for mult in (0x7FEB352D, 0x2C1B3C6D):
+        x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+        x = (x * mult) & mask  # x < 2^32 and mult < 2^31: no int64 overflow
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
 def random_permutations(count, n, seed=None):
-    """`count` independent permutations of range(n), [count, n] int32, XLA-friendly."""
-    return tf.argsort(keras.random.uniform([count, n], seed=seed), axis=-1)
+    """`count` independent permutations of range(n), [count, n] int32.
+
+    argsort of hashed counters: the same permutations eager, in tf.function,
+    under XLA and on any device for the same seed (TF's stateless RNG kernels
+    give different streams with and without XLA).
+    """
+    s = seed_tensor(seed) & 0x7FFFFFFF
+    key = _mix32(_mix32(s[0]) ^ s[1])
+    counters = tf.range(tf.cast(count, tf.int64) * tf.cast(n, tf.int64), dtype=tf.int64)
+    keys = _mix32((counters + key * 0x9E3779B) & 0xFFFFFFFF)
+    return tf.argsort(tf.reshape(keys, [count, n]), axis=-1, stable=True)
 
 
 def wmse(views, w_size, w_iter=1, eps=0.0, seed=None, return_stats=False):
@@ -86,7 +117,8 @@ def wmse(views, w_size, w_iter=1, eps=0.0, seed=None, return_stats=False):
         `whiten_offdiag` (mean |off-diagonal| of the whitened covariance).
 
     Returns:
-      Scalar float32 loss (and the stats dict if `return_stats`).
+      Scalar loss, float32 (float64 for float64 views), and the stats dict if
+      `return_stats`.
 
     Example:
       >>> loss = wmse_tf.objectives.wmse(tf.random.normal([4, 256, 64]), w_size=128)
@@ -98,7 +130,7 @@ def wmse(views, w_size, w_iter=1, eps=0.0, seed=None, return_stats=False):
         raise ValueError(f"wmse: w_iter must be >= 1, got {w_iter}")
     n_dyn = tf.shape(views)[1]
     perms = random_permutations(w_iter, n_dyn, seed)
-    x = tf.gather(tf.cast(views, tf.float32), perms, axis=1)  # [V, I, N, D]
+    x = tf.gather(views, perms, axis=1)  # [V, I, N, D]
     x = tf.reshape(x, [num_views, w_iter, -1, w_size, d])
     z, chol = whitening.whiten(x, eps, return_chol=True)
     loss = pairwise_normalized_mse(tf.reshape(z, [num_views, -1, d]))
@@ -106,8 +138,8 @@ def wmse(views, w_size, w_iter=1, eps=0.0, seed=None, return_stats=False):
         return loss
     stats = {
         "whiten_ok": tf.cast(tf.reduce_all(tf.math.is_finite(chol)), tf.float32),
-        "whiten_cond": whitening.condition_estimate(chol),
-        "whiten_offdiag": whitening.offdiag_abs_mean(z),
+        "whiten_cond": tf.cast(whitening.condition_estimate(chol), tf.float32),
+        "whiten_offdiag": tf.cast(whitening.offdiag_abs_mean(z), tf.float32),
     }
     return loss, stats
 

@@ -4,24 +4,30 @@
 identity covariance: S = Xc^T Xc / (n - 1), S' = (1 - eps) S + eps I,
 S' = L L^T, W = L^-1, output Xc W^T. All groups are whitened in one batched
 Cholesky and one batched triangular solve. Math runs in float32 even for
-float16/bfloat16 inputs (mixed precision); the result is cast back.
+float16/bfloat16 inputs (mixed precision; float64 stays float64); the result
+is cast back to the input dtype.
 """
 
 import keras
 import tensorflow as tf
 
 
+def compute_dtype(dtype):
+    """float32 for 16-bit floats (mixed precision), else the input's float dtype."""
+    return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
+
+
 def whitening_matrix(xc, eps=0.0):
-    """Returns (W, L) for centred rows `xc` [..., n, d], computed in float32.
+    """Returns (W, L) for centred rows `xc` [..., n, d] (float32 or float64).
 
     W = L^-1 where L is the Cholesky factor of the shrunk covariance.
     A singular covariance gives a non-finite L (tf.linalg.cholesky returns NaN
     rather than raising); callers check `tf.math.is_finite`.
     """
-    n = tf.cast(tf.shape(xc)[-2], tf.float32)
+    n = tf.cast(tf.shape(xc)[-2], xc.dtype)
     d = tf.shape(xc)[-1]
     cov = tf.linalg.matmul(xc, xc, transpose_a=True) / (n - 1.0)
-    eye = tf.eye(d, batch_shape=tf.shape(cov)[:-2], dtype=tf.float32)
+    eye = tf.eye(d, batch_shape=tf.shape(cov)[:-2], dtype=xc.dtype)
     if eps:
         cov = (1.0 - eps) * cov + eps * eye
     chol = tf.linalg.cholesky(cov)
@@ -35,8 +41,8 @@ def whiten(x, eps=0.0, return_chol=False):
     Args:
       x: float tensor [..., n, d]; leading dims are independent groups.
       eps: shrinkage towards identity, S' = (1 - eps) S + eps I, in [0, 1).
-      return_chol: also return the float32 Cholesky factor L [..., d, d]
-        (for health metrics).
+      return_chol: also return the Cholesky factor L [..., d, d] (float32,
+        or float64 for float64 inputs), for health metrics.
 
     Returns:
       Whitened tensor of x's shape and dtype (and L if `return_chol`).
@@ -49,8 +55,8 @@ def whiten(x, eps=0.0, return_chol=False):
     x = tf.convert_to_tensor(x)
     if x.shape.rank is not None and x.shape.rank < 2:
         raise ValueError(f"whiten: x must have shape [..., n, d], got {x.shape}")
-    x32 = tf.cast(x, tf.float32)
-    xc = x32 - tf.reduce_mean(x32, axis=-2, keepdims=True)
+    xf = tf.cast(x, compute_dtype(x.dtype))
+    xc = xf - tf.reduce_mean(xf, axis=-2, keepdims=True)
     w, chol = whitening_matrix(xc, eps)
     out = tf.cast(tf.linalg.matmul(xc, w, transpose_b=True), x.dtype)
     return (out, chol) if return_chol else out
