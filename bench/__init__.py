@@ -1,0 +1,1 @@
+"""Benchmarks printing figures measured in one run."""

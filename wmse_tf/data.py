@@ -1,0 +1,441 @@
+"""Dataset registry: name -> tf.data of (uint8 image [S, S, 3], int64 label).
+
+Sources: TFDS (cifar10, cifar100, stl10, fashion_mnist), image folders (tiny_imagenet,
+imagenet100, ``folder:/path[,size=N]``), Debian's Fashion-MNIST IDX files, scikit-learn's
+digits and a deterministic ``synthetic[:size=32,classes=10,train=2048,test=512,seed=0]``.
+Every dataset yields RGB: grayscale sources are tiled to 3 channels at load time.
+Every dataset has an ``"ssl"`` split, the one the paper trains on (STL-10: train +
+unlabelled, unlabelled images with label -1).
+
+Example:
+    >>> ds = wmse_tf.data.load("fashion_mnist", "train")
+"""
+
+import dataclasses
+import functools
+import gzip
+import logging
+import os
+import struct
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+Triple = Tuple[float, float, float]
+IDX_DIR = "/usr/share/datasets/fashion-mnist"
+UNLABELLED = -1
+
+
+class DatasetNotFoundError(ValueError):
+    """A registered dataset is not available locally; the message says how to get it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What ``load`` yields for one dataset name.
+
+    Attributes:
+      name: canonical name (with options, e.g. "synthetic:size=96,...").
+      image_size: H = W of the yielded uint8 images.
+      num_classes: labels are in [0, num_classes), or -1 for unlabelled images.
+      splits: valid split names, always including "ssl".
+      mean, std: per-channel statistics of [0, 1] pixels used to normalize.
+      source: "tfds", "folder", "idx", "sklearn" or "synthetic".
+      train_split, test_split: labelled splits for the linear probe / k-NN.
+    """
+
+    name: str
+    image_size: int
+    num_classes: int
+    splits: Tuple[str, ...]
+    mean: Triple
+    std: Triple
+    source: str
+    train_split: str = "train"
+    test_split: str = "test"
+
+
+_CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+_CIFAR100 = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+_STL10 = ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27))
+_TINY = ((0.480, 0.448, 0.398), (0.277, 0.269, 0.282))
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_FASHION = ((0.2860,) * 3, (0.3530,) * 3)  # Fashion-MNIST train set, computed.
+_DIGITS = ((0.3052,) * 3, (0.3241,) * 3)  # digits train split at 32 px, computed.
+_SYNTH = ((0.5,) * 3, (0.25,) * 3)
+_BASIC = ("train", "test", "ssl")
+
+_REGISTRY: Dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo("cifar10", 32, 10, _BASIC, *_CIFAR10, "tfds"),
+    "cifar100": DatasetInfo("cifar100", 32, 100, _BASIC, *_CIFAR100, "tfds"),
+    "stl10": DatasetInfo("stl10", 96, 10, ("train", "test", "unlabelled", "ssl"), *_STL10,
+                         "tfds"),
+    "fashion_mnist": DatasetInfo("fashion_mnist", 28, 10, _BASIC, *_FASHION, "idx"),
+    "tiny_imagenet": DatasetInfo("tiny_imagenet", 64, 200, ("train", "val", "ssl"), *_TINY,
+                                 "folder", test_split="val"),
+    "imagenet100": DatasetInfo("imagenet100", 256, 100, ("train", "val", "ssl"), *_IMAGENET,
+                               "folder", test_split="val"),
+    "digits": DatasetInfo("digits", 32, 10, _BASIC, *_DIGITS, "sklearn"),
+    "synthetic": DatasetInfo("synthetic", 32, 10, _BASIC, *_SYNTH, "synthetic"),
+}
+_SYNTH_DEFAULTS = {"size": 32, "classes": 10, "train": 2048, "test": 512, "seed": 0}
+
+
+def names() -> Tuple[str, ...]:
+    """Registered dataset names; any image folder is also accepted as ``folder:/path``."""
+    return tuple(sorted(_REGISTRY))
+
+
+def info(name: str) -> DatasetInfo:
+    """DatasetInfo of a registered name, ``synthetic:k=v,...`` or ``folder:/path[,size=N]``."""
+    base, _, rest = name.partition(":")
+    if base == "synthetic":
+        opts = _synthetic_options(rest)
+        canon = "synthetic:" + ",".join(f"{k}={v}" for k, v in opts.items()) if rest else base
+        return dataclasses.replace(_REGISTRY[base], name=canon, image_size=opts["size"],
+                                   num_classes=opts["classes"])
+    if base == "folder":
+        return _folder_info(rest)
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown dataset {name!r}. Registered: {', '.join(names())}, "
+                         "or folder:/path/to/images[,size=N].")
+    return _REGISTRY[name]
+
+
+def load(name: str, split: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
+    """Dataset of (uint8 image [S, S, 3], int64 label), S = info(name).image_size.
+
+    Args:
+      name: a registered name (see ``names()``), ``synthetic:...`` or ``folder:/path``.
+      split: one of ``info(name).splits``; "ssl" is the self-supervised training split.
+      data_dir: TFDS data dir, also the root holding image folders; defaults to
+        $TFDS_DATA_DIR or ~/tensorflow_datasets. Nothing is downloaded.
+
+    Raises:
+      ValueError: unknown name or split. DatasetNotFoundError: data not available here.
+    """
+    meta = info(name)
+    if split not in meta.splits:
+        raise ValueError(f"Unknown split {split!r} for {meta.name}; valid: {meta.splits}")
+    if meta.source == "tfds":
+        ds = _load_tfds(meta.name, split, data_dir)
+    elif meta.name == "fashion_mnist":
+        ds = _load_fashion_mnist(split, data_dir)
+    elif meta.source == "folder":
+        ds = _load_folder(meta, split, _root(data_dir))
+    else:
+        images, labels = (_digits if meta.name == "digits" else _synthetic)(meta, split)
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    return ds.map(_to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _to_rgb(image, label):
+    if image.shape[-1] == 1:
+        image = tf.tile(image, [1, 1, 3])
+    return image, tf.cast(label, tf.int64)
+
+
+def _root(data_dir: Optional[str]) -> str:
+    return os.path.expanduser(
+        data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+# ------------------------------------------------------------------------------------ TFDS
+def _tfds_builder(name: str, data_dir: Optional[str]):
+    import tensorflow_datasets as tfds  # Lazy: slow import, only TFDS datasets need it.
+
+    return tfds.builder(name, data_dir=data_dir)
+
+
+def _load_tfds(name: str, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
+    if split == "ssl":
+        if name != "stl10":
+            return _load_tfds(name, "train", data_dir)
+        return _load_tfds(name, "train", data_dir).concatenate(
+            _load_tfds(name, "unlabelled", data_dir))
+    builder = _tfds_builder(name, data_dir)
+    try:
+        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    except AssertionError as e:  # TFDS's "could not find data in ..." error.
+        root = _root(data_dir)
+        raise DatasetNotFoundError(
+            f"Dataset {name!r} is not prepared in {root} (looked for {root}/{name}). Get it "
+            f"with: tfds build {name} --data_dir={root}  (needs internet once), or copy a "
+            f"prepared {name}/ folder there. TFDS said: {e}") from None
+    if split == "unlabelled":
+        ds = ds.map(lambda x, y: (x, tf.constant(UNLABELLED, tf.int64)))
+    return ds
+
+
+# -------------------------------------------------------------------------- Fashion-MNIST
+def _load_fashion_mnist(split: str, data_dir: Optional[str]) -> tf.data.Dataset:
+    """TFDS when prepared, else IDX files in <data_dir>/fashion-mnist or Debian's copy."""
+    split = "train" if split == "ssl" else split
+    if os.path.isdir(os.path.join(_root(data_dir), "fashion_mnist")):
+        builder = _tfds_builder("fashion_mnist", data_dir)
+        if builder.is_prepared():
+            return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    candidates = [os.path.join(_root(data_dir), "fashion-mnist"), IDX_DIR]
+    prefix = "train" if split == "train" else "t10k"
+    for folder in candidates:
+        images_path = os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz")
+        labels_path = os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz")
+        if os.path.exists(images_path) and os.path.exists(labels_path):
+            images, labels = read_idx(images_path), read_idx(labels_path)
+            return tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int64)))
+    raise DatasetNotFoundError(
+        f"fashion_mnist not found: not prepared for TFDS in {_root(data_dir)}, and no IDX "
+        f"files {prefix}-{{images-idx3,labels-idx1}}-ubyte.gz in {' or '.join(candidates)}. "
+        "Get it with: sudo apt-get install dataset-fashion-mnist  (Debian/Ubuntu), or "
+        f"tfds build fashion_mnist --data_dir={_root(data_dir)}")
+
+
+def idx_header(path: str) -> Tuple[int, ...]:
+    """Shape stored in an (optionally gzipped) IDX file's header, read without the data."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        magic = struct.unpack(">I", f.read(4))[0]
+        if magic >> 8 != 0x08:  # 0x08 = unsigned byte data.
+            raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x})")
+        ndim = magic & 0xFF
+        return struct.unpack(f">{ndim}I", f.read(4 * ndim))
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An unsigned-byte IDX file (MNIST format) as a uint8 array."""
+    shape = idx_header(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * len(shape))
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape} but holds {data.size} values")
+    return data.reshape(shape)
+
+
+# ------------------------------------------------------------------- digits and synthetic
+@functools.lru_cache(maxsize=None)
+def _digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits  # Lazy: only the digits dataset needs it.
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) * (255.0 / 16.0))[..., None]
+    x = tf.image.resize(x, [32, 32], method="bilinear").numpy()
+    return np.clip(np.round(x), 0, 255).astype(np.uint8), d.target.astype(np.int64)
+
+
+def _digits(meta: DatasetInfo, split: str):
+    """scikit-learn's 1797 8x8 digits at 32x32; every 5th image is the test split."""
+    images, labels = _digits_arrays()
+    test = np.arange(len(labels)) % 5 == 0
+    keep = test if split == "test" else ~test
+    return images[keep], labels[keep]
+
+
+def _synthetic_options(rest: str) -> Dict[str, int]:
+    opts = dict(_SYNTH_DEFAULTS)
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key not in opts or not value.isdigit():
+            raise ValueError(f"Bad synthetic option {item!r}; use synthetic:size=32,classes=10,"
+                             "train=2048,test=512,seed=0 (non-negative integers)")
+        opts[key] = int(value)
+    if opts["size"] < 8 or opts["classes"] < 1:
+        raise ValueError(f"synthetic needs size >= 8 and classes >= 1, got {opts}")
+    return opts
+
+
+def _synthetic(meta: DatasetInfo, split: str):
+    """Deterministic images: class = hue + stripe frequency/orientation; per-image noise."""
+    opts = _synthetic_options(meta.name.partition(":")[2])
+    size, classes = opts["size"], opts["classes"]
+    n = opts["test"] if split == "test" else opts["train"]
+    rng = np.random.default_rng([opts["seed"], 1 if split == "test" else 0])
+    labels = rng.permutation(np.arange(n) % classes).astype(np.int64)
+    c = np.arange(classes)
+    hue = (c / classes)[:, None] + np.array([0.0, 1 / 3, 2 / 3])[None, :]
+    colours = (0.5 + 0.35 * np.cos(2 * np.pi * hue)).astype(np.float32)  # [C, 3]
+    freq = (2 + c % 3).astype(np.float32)  # stripes per image.
+    angle = (np.pi * c / classes).astype(np.float32)
+    grid = (np.arange(size, dtype=np.float32) + 0.5) / size
+    images = np.empty((n, size, size, 3), np.uint8)
+    for lo in range(0, n, 256):  # chunks keep the float temporaries small.
+        y = labels[lo:lo + 256]
+        phase = rng.uniform(0, 2 * np.pi, (len(y), 1, 1)).astype(np.float32)
+        proj = (np.cos(angle[y])[:, None, None] * grid[None, None, :]
+                + np.sin(angle[y])[:, None, None] * grid[None, :, None])
+        stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq[y][:, None, None] * proj + phase)
+        img = colours[y][:, None, None, :] * (0.55 + 0.45 * stripes[..., None])
+        img = img + rng.normal(0, 0.04, img.shape).astype(np.float32)
+        images[lo:lo + 256] = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+# ---------------------------------------------------------------------------- image folders
+_FOLDER_CANDIDATES = {"tiny_imagenet": ("tiny-imagenet-200", "tiny_imagenet"),
+                      "imagenet100": ("imagenet100", "imagenet-100")}
+_FOLDER_HELP = {
+    "tiny_imagenet": "Get it with: wget http://cs231n.stanford.edu/tiny-imagenet-200.zip && "
+                     "unzip tiny-imagenet-200.zip -d {root}  (layout train/<wnid>/images/"
+                     "*.JPEG, val/images/*.JPEG + val/val_annotations.txt)",
+    "imagenet100": "Create {root}/imagenet100/{{train,val}}/<wnid>/*.JPEG holding the 100 "
+                   "ImageNet classes of CMC (Tian et al. 2019), e.g. with symlinks into an "
+                   "ImageNet copy",
+}
+
+
+def _folder_spec(rest: str) -> Tuple[str, int]:
+    path, size = rest, 64
+    head, _, tail = rest.rpartition(",size=")
+    if head and tail.isdigit():
+        path, size = head, int(tail)
+    if not path:
+        raise ValueError("folder datasets are named folder:/path/to/images[,size=N]")
+    return os.path.expanduser(path), size
+
+
+def _folder_info(rest: str) -> DatasetInfo:
+    path, size = _folder_spec(rest)
+    if not os.path.isdir(path):
+        raise DatasetNotFoundError(
+            f"Image folder {path!r} does not exist. Expected layout: {path}/<class>/*.jpg, or "
+            f"{path}/{{train,val,test}}/<class>/*.jpg (one sub-folder per class).")
+    splits = tuple(s for s in ("train", "val", "test") if os.path.isdir(os.path.join(path, s)))
+    train_dir = os.path.join(path, "train") if splits else path
+    num_classes = len(_class_names(train_dir))
+    test = "test" if "test" in splits else "val" if "val" in splits else "train"
+    return DatasetInfo(f"folder:{path},size={size}", size, num_classes,
+                       (splits or ("train",)) + ("ssl",), *_IMAGENET, "folder", test_split=test)
+
+
+def _class_names(folder: str) -> Tuple[str, ...]:
+    return tuple(sorted(d for d in os.listdir(folder)
+                        if not d.startswith(".") and os.path.isdir(os.path.join(folder, d))))
+
+
+def _image_problem(path: str) -> Optional[str]:
+    """Why TF cannot decode this file ("empty", "not an image", "truncated") or None.
+
+    Cheap checks on the first and last bytes; a file whose end marker is missing is
+    decoded once with TF to be sure.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(max(0, size - 1024))
+            tail = f.read()
+    except OSError:
+        return "unreadable"
+    if size == 0:
+        return "empty"
+    if head.startswith(b"\xff\xd8\xff"):
+        complete = b"\xff\xd9" in tail
+    elif head.startswith(b"\x89PNG\r\n\x1a\n"):
+        complete = b"IEND" in tail
+    elif head[:6] in (b"GIF87a", b"GIF89a"):
+        complete = True
+    elif head[:2] == b"BM":
+        complete = size >= int.from_bytes(head[2:6], "little")
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        complete = size >= int.from_bytes(head[4:8], "little") + 8
+    else:
+        return "not an image"
+    if not complete:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        except tf.errors.InvalidArgumentError:
+            return "truncated"
+    return None
+
+
+def _walk(folder: str):
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                yield os.path.join(dirpath, f)
+
+
+def _list_split(split_dir: str, classes: Tuple[str, ...]):
+    """(path, label) pairs: <class>/[images/]**/file, or tiny's val_annotations.txt."""
+    notes = os.path.join(split_dir, "val_annotations.txt")
+    if os.path.exists(notes):
+        index = {c: i for i, c in enumerate(classes)}
+        with open(notes) as f:
+            rows = [line.split("\t")[:2] for line in f if line.strip()]
+        return [(os.path.join(split_dir, "images", r[0]), index[r[1]]) for r in rows
+                if r[1] in index]
+    pairs = []
+    for label, c in enumerate(classes):
+        folder = os.path.join(split_dir, c)
+        if os.path.isdir(os.path.join(folder, "images")):  # tiny: skips <wnid>_boxes.txt.
+            folder = os.path.join(folder, "images")
+        if os.path.isdir(folder):
+            pairs.extend((p, label) for p in _walk(folder))
+    return pairs
+
+
+def _load_folder(meta: DatasetInfo, split: str, root: str) -> tf.data.Dataset:
+    """Decoded, RGB, S x S images of a class-per-folder tree; bad files skipped, counted."""
+    split = "train" if split == "ssl" else split
+    if meta.name.startswith("folder:"):
+        base = _folder_spec(meta.name.partition(":")[2])[0]
+    else:
+        tried = [os.path.join(root, c) for c in _FOLDER_CANDIDATES[meta.name]]
+        base = next((t for t in tried if os.path.isdir(os.path.join(t, "train"))), None)
+        if base is None:
+            raise DatasetNotFoundError(
+                f"{meta.name} not found: no train/ folder in {' or '.join(tried)}. "
+                + _FOLDER_HELP[meta.name].format(root=root))
+    has_splits = os.path.isdir(os.path.join(base, "train"))
+    split_dir = os.path.join(base, split) if has_splits else base
+    if not os.path.isdir(split_dir):
+        raise DatasetNotFoundError(f"{meta.name}: split folder {split_dir} does not exist")
+    classes = _class_names(os.path.join(base, "train") if has_splits else base)
+    good, bad = [], {}
+    for path, label in _list_split(split_dir, classes):
+        problem = _image_problem(path)
+        if problem:
+            bad.setdefault(problem, []).append(path)
+        else:
+            good.append((path, label))
+    if bad:
+        n_bad = sum(len(v) for v in bad.values())
+        examples = [p for v in bad.values() for p in v][:3]
+        log.warning("%s/%s: skipped %d of %d files that are not decodable images (%s), e.g. %s",
+                    meta.name, split, n_bad, n_bad + len(good),
+                    ", ".join(f"{k}: {len(v)}" for k, v in sorted(bad.items())), examples)
+    if not good:
+        raise DatasetNotFoundError(f"{meta.name}: no decodable images in {split_dir}")
+    order = np.random.default_rng(0).permutation(len(good))  # Mix classes for shuffle buffers.
+    paths = np.array([good[i][0] for i in order])
+    labels = np.array([good[i][1] for i in order], np.int64)
+    size = meta.image_size
+
+    def decode(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8,
+                                   expand_animations=False)
+        return fit_image(image, size), label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.ignore_errors(log_warning=True)  # Safety net: never crash mid-epoch.
+
+
+def fit_image(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Shorter side to ``size`` (bicubic, antialiased), center crop; no-op if already S x S."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+
+    def resize():
+        scale = size / tf.cast(tf.minimum(h, w), tf.float32)
+        new = [tf.maximum(size, tf.cast(tf.round(tf.cast(d, tf.float32) * scale), tf.int32))
+               for d in (h, w)]
+        x = tf.image.resize(image, new, method="bicubic", antialias=True)
+        x = tf.image.resize_with_crop_or_pad(x, size, size)
+        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+    out = tf.cond((h == size) & (w == size), lambda: image, resize)
+    return tf.ensure_shape(out, [size, size, 3])
