@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wmse_tf import augment
+from wmse_tf import augment, resampling
 
 CIFAR = augment.recipe("cifar10")
 # Only the crop, with a square window of the full image: views == normalized images.
@@ -93,9 +93,9 @@ def test_eval_transform_matches_pil_resize_and_center_crop():
 def test_resample_matrix_matches_pil(kind, out):
     image = _natural(batch=1, size=40, seed=5)[0]
     top, left, h, w = 5.0, 3.0, 30.0, 26.0
-    rows = augment.resample_matrix(40, out, [top], [h / out], kind)
-    cols = augment.resample_matrix(40, out, [left], [w / out], kind)
-    ours = augment._apply_separable(tf.constant(image[None], tf.float32), rows, cols)[0]
+    rows = resampling.resample_matrix(40, out, [top], [h / out], kind)
+    cols = resampling.resample_matrix(40, out, [left], [w / out], kind)
+    ours = resampling.apply_separable(tf.constant(image[None], tf.float32), rows, cols)[0]
     method = Image.BICUBIC if kind == "bicubic" else Image.BILINEAR
     pil = Image.fromarray(image).resize((out, out), method, box=(left, top, left + w, top + h))
     err = np.abs(np.clip(ours.numpy(), 0, 255) - np.asarray(pil, np.float32))
@@ -183,7 +183,7 @@ def test_blur_reduces_high_frequencies():
                                                                blur_sigma_min=1.0), seed=1)
     assert np.abs(np.diff(blurred.numpy(), axis=2)).mean() < 0.5 * np.abs(
         np.diff(sharp, axis=2)).mean()
-    rows = augment._blur_matrix(64, tf.constant([0.5, 2.0]))
+    rows = resampling.blur_matrix(64, tf.constant([0.5, 2.0]))
     np.testing.assert_allclose(tf.reduce_sum(rows, -1), 1.0, atol=1e-5)
 
 

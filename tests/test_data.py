@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wmse_tf import data
+from wmse_tf import data, image_folder
 
 FASHION_DIR = data.IDX_DIR
 
@@ -203,7 +203,7 @@ def test_missing_folder_datasets_name_the_fix(tmp_path):
 def test_fit_image_resizes_shorter_side_and_center_crops():
     image = np.zeros((30, 60, 3), np.uint8)
     image[:, 15:45] = 255  # the central square is white.
-    out = data.fit_image(tf.constant(image), 10).numpy()
+    out = image_folder.fit_image(tf.constant(image), 10).numpy()
     assert out.shape == (10, 10, 3) and out[:, 1:-1].min() > 250 and out.min() > 200
 
 

@@ -20,8 +20,8 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from wmse_tf import data as data_lib
+from wmse_tf import resampling
 
-_KERNELS = ("bicubic", "bilinear")
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights.
 
 
@@ -79,7 +79,7 @@ class AugmentConfig:
              0 < self.crop_ratio_min <= self.crop_ratio_max),
             ("0 < blur_sigma_min <= blur_sigma_max",
              0 < self.blur_sigma_min <= self.blur_sigma_max),
-            (f"interpolation in {_KERNELS}", self.interpolation in _KERNELS),
+            (f"interpolation in {resampling.KERNELS}", self.interpolation in resampling.KERNELS),
             ("mean and std of 3 values, std > 0",
              len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0),
             ("eval_resize None or >= image_size",
@@ -102,60 +102,6 @@ def recipe(name: str) -> AugmentConfig:
             cfg, image_size=224, eval_resize=256, crop_scale_min=0.08, brightness=0.8,
             contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2, blur_p=0.5)
     return cfg
-
-
-# ----------------------------------------------------------------------------- resampling
-def _kernel(x: tf.Tensor, kind: str) -> tf.Tensor:
-    """PIL's resampling kernels (bicubic a=-0.5, triangle) evaluated at x."""
-    x = tf.abs(x)
-    if kind == "bilinear":
-        return tf.maximum(1.0 - x, 0.0)
-    a = -0.5
-    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    return tf.where(x < 1.0, near, tf.where(x < 2.0, far, tf.zeros_like(x)))
-
-
-def resample_matrix(in_size: int, out_size: int, start: tf.Tensor, scale: tf.Tensor,
-                    kind: str = "bicubic") -> tf.Tensor:
-    """Per-image 1-D resampling matrices [B, out_size, in_size] (PIL ImagingResample).
-
-    Output pixel k takes input pixels around ``start + (k + 0.5) * scale`` (input pixel
-    units), with the kernel stretched by ``max(scale, 1)`` (antialiasing) and weights
-    renormalized over the pixels inside the image.
-
-    Args:
-      in_size: input length; out_size: output length.
-      start: [B] float left edge of the source window; scale: [B] window / out_size.
-      kind: "bicubic" or "bilinear".
-    """
-    start = tf.cast(start, tf.float32)[:, None, None]
-    scale = tf.cast(scale, tf.float32)[:, None, None]
-    centers = start + (tf.range(out_size, dtype=tf.float32)[None, :, None] + 0.5) * scale
-    pixels = tf.range(in_size, dtype=tf.float32)[None, None, :] + 0.5
-    stretch = tf.maximum(scale, 1.0)
-    weights = _kernel((pixels - centers) / stretch, kind)
-    return weights / tf.maximum(tf.reduce_sum(weights, axis=-1, keepdims=True), 1e-8)
-
-
-def _apply_separable(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
-    """out[b] = rows[b] @ images[b] @ cols[b]^T per channel; images [B, H, W, C]."""
-    x = tf.einsum("bkh,bhwc->bkwc", rows, images)
-    return tf.einsum("blw,bkwc->bklc", cols, x)
-
-
-def _blur_matrix(size: int, sigma: tf.Tensor) -> tf.Tensor:
-    """Per-image Gaussian blur matrices [B, size, size] with reflect padding."""
-    radius = max(1, int(round(0.05 * size)))  # kernel 23 at 224, as in BYOL.
-    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
-    g = tf.exp(-0.5 * tf.square(taps[None, :] / sigma[:, None]))
-    g = g / tf.reduce_sum(g, axis=1, keepdims=True)  # [B, T]
-    pos = tf.range(size)[None, :] + tf.range(-radius, radius + 1)[:, None]  # [T, S]
-    period = max(2 * size - 2, 1)
-    pos = tf.math.floormod(pos, period)
-    pos = tf.where(pos >= size, period - pos, pos)  # reflect without the edge pixel.
-    onehot = tf.one_hot(pos, size, dtype=tf.float32)  # [T, S(out), S(in)]
-    return tf.einsum("bt,tkj->bkj", g, onehot)
 
 
 # ------------------------------------------------------------------------ random parameters
@@ -264,15 +210,15 @@ def grayscale(x: tf.Tensor, params: Dict[str, tf.Tensor]) -> tf.Tensor:
 def resample(x: tf.Tensor, params: Dict[str, tf.Tensor], cfg: AugmentConfig) -> tf.Tensor:
     """Random resized crop + horizontal flip (+ Gaussian blur) as two batched matmuls."""
     height, width, size = x.shape[1], x.shape[2], cfg.image_size
-    rows = resample_matrix(height, size, params["top"], params["height"] / size,
-                           cfg.interpolation)
-    cols = resample_matrix(width, size, params["left"], params["width"] / size,
-                           cfg.interpolation)
+    rows = resampling.resample_matrix(height, size, params["top"], params["height"] / size,
+                                      cfg.interpolation)
+    cols = resampling.resample_matrix(width, size, params["left"], params["width"] / size,
+                                      cfg.interpolation)
     cols = tf.where(params["flip"][:, None, None], tf.reverse(cols, axis=[1]), cols)
     if cfg.blur_p > 0:
-        blur = _blur_matrix(size, params["sigma"])
+        blur = resampling.blur_matrix(size, params["sigma"])
         rows, cols = tf.matmul(blur, rows), tf.matmul(blur, cols)
-    return tf.clip_by_value(_apply_separable(x, rows, cols), 0.0, 1.0)
+    return tf.clip_by_value(resampling.apply_separable(x, rows, cols), 0.0, 1.0)
 
 
 def apply_params(images: tf.Tensor, params: Dict[str, tf.Tensor],
@@ -346,9 +292,9 @@ def eval_transform(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
         off_x = round((round(width / scale) - size) / 2)
         b = tf.shape(x)[0]
         ones = tf.ones([b])
-        rows = resample_matrix(height, size, ones * off_y * scale, ones * scale, cfg.interpolation)
-        cols = resample_matrix(width, size, ones * off_x * scale, ones * scale, cfg.interpolation)
-        x = tf.clip_by_value(_apply_separable(x, rows, cols), 0.0, 1.0)
+        rows = resampling.resample_matrix(height, size, ones * off_y * scale, ones * scale, cfg.interpolation)
+        cols = resampling.resample_matrix(width, size, ones * off_x * scale, ones * scale, cfg.interpolation)
+        x = tf.clip_by_value(resampling.apply_separable(x, rows, cols), 0.0, 1.0)
     return normalize(x, cfg)
 
 

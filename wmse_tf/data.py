@@ -22,6 +22,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from wmse_tf import image_folder
+
 log = logging.getLogger(__name__)
 Triple = Tuple[float, float, float]
 IDX_DIR = "/usr/share/datasets/fashion-mnist"
@@ -304,78 +306,10 @@ def _folder_info(rest: str) -> DatasetInfo:
             f"{path}/{{train,val,test}}/<class>/*.jpg (one sub-folder per class).")
     splits = tuple(s for s in ("train", "val", "test") if os.path.isdir(os.path.join(path, s)))
     train_dir = os.path.join(path, "train") if splits else path
-    num_classes = len(_class_names(train_dir))
+    num_classes = len(image_folder.class_names(train_dir))
     test = "test" if "test" in splits else "val" if "val" in splits else "train"
     return DatasetInfo(f"folder:{path},size={size}", size, num_classes,
                        (splits or ("train",)) + ("ssl",), *_IMAGENET, "folder", test_split=test)
-
-
-def _class_names(folder: str) -> Tuple[str, ...]:
-    return tuple(sorted(d for d in os.listdir(folder)
-                        if not d.startswith(".") and os.path.isdir(os.path.join(folder, d))))
-
-
-def _image_problem(path: str) -> Optional[str]:
-    """Why TF cannot decode this file ("empty", "not an image", "truncated") or None.
-
-    Cheap checks on the first and last bytes; a file whose end marker is missing is
-    decoded once with TF to be sure.
-    """
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(16)
-            f.seek(max(0, size - 1024))
-            tail = f.read()
-    except OSError:
-        return "unreadable"
-    if size == 0:
-        return "empty"
-    if head.startswith(b"\xff\xd8\xff"):
-        complete = b"\xff\xd9" in tail
-    elif head.startswith(b"\x89PNG\r\n\x1a\n"):
-        complete = b"IEND" in tail
-    elif head[:6] in (b"GIF87a", b"GIF89a"):
-        complete = True
-    elif head[:2] == b"BM":
-        complete = size >= int.from_bytes(head[2:6], "little")
-    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        complete = size >= int.from_bytes(head[4:8], "little") + 8
-    else:
-        return "not an image"
-    if not complete:
-        try:
-            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        except tf.errors.InvalidArgumentError:
-            return "truncated"
-    return None
-
-
-def _walk(folder: str):
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if not f.startswith("."):
-                yield os.path.join(dirpath, f)
-
-
-def _list_split(split_dir: str, classes: Tuple[str, ...]):
-    """(path, label) pairs: <class>/[images/]**/file, or tiny's val_annotations.txt."""
-    notes = os.path.join(split_dir, "val_annotations.txt")
-    if os.path.exists(notes):
-        index = {c: i for i, c in enumerate(classes)}
-        with open(notes) as f:
-            rows = [line.split("\t")[:2] for line in f if line.strip()]
-        return [(os.path.join(split_dir, "images", r[0]), index[r[1]]) for r in rows
-                if r[1] in index]
-    pairs = []
-    for label, c in enumerate(classes):
-        folder = os.path.join(split_dir, c)
-        if os.path.isdir(os.path.join(folder, "images")):  # tiny: skips <wnid>_boxes.txt.
-            folder = os.path.join(folder, "images")
-        if os.path.isdir(folder):
-            pairs.extend((p, label) for p in _walk(folder))
-    return pairs
 
 
 def _load_folder(meta: DatasetInfo, split: str, root: str) -> tf.data.Dataset:
@@ -394,48 +328,6 @@ def _load_folder(meta: DatasetInfo, split: str, root: str) -> tf.data.Dataset:
     split_dir = os.path.join(base, split) if has_splits else base
     if not os.path.isdir(split_dir):
         raise DatasetNotFoundError(f"{meta.name}: split folder {split_dir} does not exist")
-    classes = _class_names(os.path.join(base, "train") if has_splits else base)
-    good, bad = [], {}
-    for path, label in _list_split(split_dir, classes):
-        problem = _image_problem(path)
-        if problem:
-            bad.setdefault(problem, []).append(path)
-        else:
-            good.append((path, label))
-    if bad:
-        n_bad = sum(len(v) for v in bad.values())
-        examples = [p for v in bad.values() for p in v][:3]
-        log.warning("%s/%s: skipped %d of %d files that are not decodable images (%s), e.g. %s",
-                    meta.name, split, n_bad, n_bad + len(good),
-                    ", ".join(f"{k}: {len(v)}" for k, v in sorted(bad.items())), examples)
-    if not good:
-        raise DatasetNotFoundError(f"{meta.name}: no decodable images in {split_dir}")
-    order = np.random.default_rng(0).permutation(len(good))  # Mix classes for shuffle buffers.
-    paths = np.array([good[i][0] for i in order])
-    labels = np.array([good[i][1] for i in order], np.int64)
-    size = meta.image_size
-
-    def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8,
-                                   expand_animations=False)
-        return fit_image(image, size), label
-
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.ignore_errors(log_warning=True)  # Safety net: never crash mid-epoch.
-
-
-def fit_image(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Shorter side to ``size`` (bicubic, antialiased), center crop; no-op if already S x S."""
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
-
-    def resize():
-        scale = size / tf.cast(tf.minimum(h, w), tf.float32)
-        new = [tf.maximum(size, tf.cast(tf.round(tf.cast(d, tf.float32) * scale), tf.int32))
-               for d in (h, w)]
-        x = tf.image.resize(image, new, method="bicubic", antialias=True)
-        x = tf.image.resize_with_crop_or_pad(x, size, size)
-        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
-
-    out = tf.cond((h == size) & (w == size), lambda: image, resize)
-    return tf.ensure_shape(out, [size, size, 3])
+    classes = image_folder.class_names(os.path.join(base, "train") if has_splits else base)
+    pairs = image_folder.list_split(split_dir, classes)
+    return image_folder.decoded_dataset(pairs, meta.image_size, f"{meta.name}/{split}")

@@ -9,8 +9,6 @@ are stacked to [V, B, D] and handed to the objective.
 import keras
 import tensorflow as tf
 
-from wmse_tf import objectives
-
 
 def stack_views(views):
     """Returns views as one tensor [V, B, ...] from a tuple/list or a stacked tensor."""
