@@ -128,7 +128,12 @@ class SSLModel(keras.Model):
         for g in grads:
             if g is not None:
                 finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
-        grads = [None if g is None else tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+        guard = finite
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # mixed_float16: overflowing scaled gradients must reach the optimizer, which
+            # then skips the step and lowers its loss scale (zeros would freeze the scale).
+            guard = tf.math.is_finite(loss)
+        grads = [None if g is None else tf.where(guard, g, tf.zeros_like(g)) for g in grads]
         self.optimizer.apply(grads, variables)
         for var, old in zip(self._state_variables(), state):  # undo NaN moving statistics
             var.assign(tf.where(finite, var, old))

@@ -1,0 +1,66 @@
+"""Shared round-trip helpers for the evaluation, export, zoo and serving tests."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wmse_tf import encoders, export, serving
+
+SIZE = 16
+SPEC = serving.InputSpec(SIZE, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+
+
+def tiny_encoder(size=SIZE, width=4, seed=0):
+    """A ResNet-18 of width `width` on size x size images, seeded."""
+    keras.utils.set_random_seed(seed)
+    return encoders.resnet(18, width=width, input_shape=(size, size, 3))
+
+
+def images01(n=4, size=SIZE, seed=0):
+    """Random float32 images in [0, 1], [n, size, size, 3]."""
+    return np.random.default_rng(seed).uniform(size=(n, size, size, 3)).astype(np.float32)
+
+
+def normalized(x, spec=SPEC):
+    return (x - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+
+
+def export_tiny(base, encoder=None, name="tiny", spec=SPEC, **kwargs):
+    """Exports a (tiny) encoder under `base`; returns (version dir, encoder)."""
+    encoder = encoder or tiny_encoder()
+    path = export.export_encoder(encoder, str(base), name, spec=spec, **kwargs)
+    return path, encoder
+
+
+def reload(path):
+    return tf.saved_model.load(path)
+
+
+def write_run_dir(run_dir, encoder, dataset, **flags):
+    """A training-run directory as wmse_tf.train writes it: encoder.keras + flags.json."""
+    os.makedirs(run_dir, exist_ok=True)
+    encoder.save(os.path.join(run_dir, "encoder.keras"))
+    with open(os.path.join(run_dir, "flags.json"), "w") as f:
+        json.dump(dict(dataset=dataset, **flags), f)
+    return str(run_dir)
+
+
+def digits_images(n=64, size=SIZE):
+    """The first n scikit-learn digits as uint8 RGB [n, size, size, 3] and labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = tf.image.resize(d.images[:n, :, :, None] / 16.0, [size, size]).numpy()
+    x = np.clip(np.round(np.tile(x, [1, 1, 1, 3]) * 255), 0, 255).astype(np.uint8)
+    return x, d.target[:n].astype(np.int64)
+
+
+def python_env():
+    """Environment for `python -m ...` subprocesses: quiet TF, repo root importable."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env

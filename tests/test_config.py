@@ -1,0 +1,118 @@
+"""Tests of wmse_tf/config.py and the flag front end wmse_tf/train.py (in-process, no training)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from wmse_tf import config, methods, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
+
+
+def parse(*args):
+    """Parses flags like the command line would; returns the validated TrainConfig."""
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train", *args])
+    return train.config_from_flags()
+
+
+@pytest.fixture(autouse=True)
+def _reset_flags():
+    yield
+    train.FLAGS.unparse_flags()
+
+
+def test_flagfiles_exist():
+    names = {os.path.basename(f)[:-6] for f in FLAGFILES}
+    for name in ("cifar10", "cifar100", "stl10", "tiny_imagenet", "imagenet100", "fashion_mnist", "smoke",
+                 "cifar10_wmse2", "cifar100_wmse2", "stl10_wmse2", "tiny_imagenet_wmse2"):
+        assert name in names
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_every_flagfile_prints_its_config(path, capsys):
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train", f"--flagfile={path}", "--print_config"])
+    assert train.main(["train"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["method"] in methods.METHODS and cfg["num_views"] >= 2
+    if cfg["method"] == "wmse":
+        assert cfg["w_size"] > cfg["emb"] and cfg["batch_size"] % cfg["w_size"] == 0
+    assert config.TrainConfig.from_dict(cfg).to_dict() == cfg  # JSON round trip
+
+
+def test_paper_recipes():
+    c10 = parse(f"--flagfile={ROOT}/configs/cifar10.flags")
+    assert (c10.epochs, c10.lr, c10.num_views, c10.batch_size, c10.emb, c10.w_size) == (1000, 3e-3, 4, 256, 64, 128)
+    assert c10.stem == "cifar" and c10.image_size == 32 and c10.weight_decay == 1e-6 and c10.warmup == 500
+    stl = parse(f"--flagfile={ROOT}/configs/stl10_wmse2.flags")
+    assert (stl.epochs, stl.lr, stl.num_views, stl.batch_size, stl.emb, stl.w_size, stl.w_iter) == \
+        (2000, 2e-3, 2, 512, 128, 256, 4)
+    assert stl.stem == "small" and stl.image_size == 64
+    inet = parse(f"--flagfile={ROOT}/configs/imagenet100.flags")
+    assert inet.stem == "imagenet" and inet.image_size == 224 and inet.augment.crop_scale_min == 0.08
+
+
+def test_overrides_after_flagfile_and_auto_values():
+    cfg = parse(f"--flagfile={ROOT}/configs/cifar10.flags", "--emb=32", "--crop_scale_min=0.3", "--image_size=24")
+    assert cfg.emb == 32 and cfg.augment.crop_scale_min == 0.3 and cfg.image_size == 24
+    assert cfg.mixed_precision == "float32" and cfg.jit_compile is False  # auto on a CPU
+    assert parse("--jit_compile=true", "--mixed_precision=mixed_bfloat16").jit_compile is True
+
+
+@pytest.mark.parametrize("args, flag, allowed", [
+    (["--w_size=64", "--emb=64"], "--w_size=64", "larger than --emb=64"),
+    (["--num_views=1"], "--num_views=1", ">= 2"),
+    (["--batch_size=200", "--w_size=128"], "--batch_size=200", "divisible by --w_size=128"),
+    (["--strategy=mirrored", "--cpu_replicas=4", "--batch_size=256", "--w_size=128"], "--w_size=128",
+     "per-replica batch 64"),
+    (["--dataset=mnist_nope"], "--dataset=mnist_nope", "cifar10"),
+    (["--method=simsiam"], "--method=simsiam", "wmse"),
+    (["--w_eps=1.5"], "--w_eps=1.5", "[0, 1)"),
+    (["--crop_scale_min=0"], "crop_scale_min", "crop_scale_min"),
+    (["--cpu_replicas=2"], "--cpu_replicas=2", "--strategy=mirrored"),
+    (["--strategy=mirrored", "--cpu_replicas=2", "--jit_compile=true"], "--jit_compile=true", "logical CPU"),
+])
+def test_bad_values_name_the_flag(args, flag, allowed):
+    with pytest.raises(config.ConfigError) as e:
+        parse(*args)
+    assert flag in str(e.value) and allowed in str(e.value) and "\n" not in str(e.value)
+
+
+def test_whiten_across_replicas_only_needs_the_global_batch():
+    cfg = parse("--strategy=mirrored", "--cpu_replicas=4", "--batch_size=256", "--w_size=128",
+                "--whiten_across_replicas")
+    assert cfg.expected_replicas == 4
+
+
+@pytest.mark.parametrize("arg, allowed", [("--arch=resnet99", "resnet18|resnet34|resnet50"),
+                                          ("--strategy=horovod", "default|mirrored|multi_worker|tpu")])
+def test_enum_flags_reject_unknown_values(arg, allowed):
+    train.FLAGS.unparse_flags()
+    with pytest.raises(flags.IllegalFlagValueError, match=allowed.replace("|", r"\|")):
+        train.FLAGS(["train", arg])
+
+
+def test_key_differences():
+    a = config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64)
+    b = config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, lr=1.0, epochs=7)
+    c = config.TrainConfig(dataset="digits", emb=8, w_size=32, batch_size=64)
+    assert config.key_differences(a.key_values(), b.key_values()) == []
+    assert config.key_differences(a.key_values(), c.key_values()) == [("emb", 16, 8)]
+
+
+def test_command_line_error_is_one_line_and_nonzero():
+    proc = subprocess.run([sys.executable, "-m", "wmse_tf.train", "--dataset=synthetic", "--w_size=32",
+                           "--emb=64", "--batch_size=64", "--model_dir=/nonexistent/never"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --w_size=32: must be larger than --emb=64: each whitening sub-batch of w_size "
+                      "rows in emb dims has a singular covariance otherwise (recommended: w_size >= 2*emb)"]
+    assert not os.path.exists("/nonexistent/never")

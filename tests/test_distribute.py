@@ -1,0 +1,135 @@
+"""Tests of distributed training (wmse_tf/distribute.py, loop.py under strategies).
+
+Each test runs in a subprocess: logical CPU devices and multi-worker collectives
+must be configured before TensorFlow initializes.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+from wmse_tf import distribute
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
+
+
+def test_auto_values_per_accelerator():
+    assert distribute.resolve_mixed_precision("auto", "cpu") == "float32"
+    assert distribute.resolve_mixed_precision("auto", "gpu") == "mixed_float16"
+    assert distribute.resolve_mixed_precision("auto", "tpu") == "mixed_bfloat16"
+    assert distribute.resolve_mixed_precision("float32", "tpu") == "float32"
+    assert distribute.resolve_jit_compile("auto", "cpu") is False
+    assert distribute.resolve_jit_compile("auto", "gpu") is True
+    assert distribute.resolve_jit_compile("false", "tpu") is False
+
+
+# One SGD step on 2 logical CPUs vs the same step on one device. Models without
+# BatchNorm (per-replica batch statistics would differ from full-batch ones).
+EXACT = textwrap.dedent("""
+    import json
+    import numpy as np, tensorflow as tf
+    from wmse_tf import distribute
+    strategy = distribute.make_strategy("mirrored", cpu_replicas=2)
+    import keras
+    from wmse_tf import model, objectives
+    from wmse_tf.loop import TrainLoop
+
+    def make(across):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        enc = keras.Model(inputs, keras.layers.Dense(16)(x))
+        proj = keras.Sequential([keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
+        m = model.SSLModel(enc, proj, objectives.WMSE(w_size=16), whiten_across_replicas=across, seed=3)
+        m.compile(optimizer=keras.optimizers.SGD(0.5))
+        return m
+
+    rng = np.random.default_rng(0)
+    views = tuple(rng.normal(size=(64, 8, 8, 3)).astype("float32") for _ in range(2))
+    labels = np.zeros(64, np.int64)
+    ds = tf.data.Dataset.from_tensors((views, labels)).repeat()
+    out = {}
+    for across in (True, False):
+        with strategy.scope():
+            m = make(across)
+        loop = TrainLoop(m, strategy, strategy.experimental_distribute_dataset(ds), 1)
+        logs = loop.train_function(iter(loop.dataset), tf.constant(1))
+        dist = [w.numpy() for w in m.trainable_weights]
+        ref = make(across)
+        start = [w.numpy() for w in ref.trainable_weights]
+        halves = [views] if across else [tuple(v[:32] for v in views), tuple(v[32:] for v in views)]
+        grads = [np.zeros_like(w) for w in start]
+        for half in halves:  # local whitening: each replica whitens its 32 rows; mean of the losses
+            ref.seed_generator.state.assign([3, 0])
+            with tf.GradientTape() as tape:
+                loss, _ = ref.compute_objective(half, training=True)
+            for i, g in enumerate(tape.gradient(loss, ref.trainable_weights)):
+                grads[i] += g.numpy() / len(halves)
+        expected = [w - 0.5 * g for w, g in zip(start, grads)]
+        out["across" if across else "local"] = max(float(np.abs(a - b).max()) for a, b in zip(dist, expected))
+        out["moved"] = max(float(np.abs(a - b).max()) for a, b in zip(dist, start))
+        out["replicas"] = strategy.num_replicas_in_sync
+    print(json.dumps(out))
+""")
+
+
+def test_two_replica_step_equals_the_single_device_step():
+    proc = subprocess.run([sys.executable, "-c", EXACT], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2 and out["moved"] > 1e-3
+    assert out["across"] < 1e-4, out  # gathered whitening == whitening the full batch on one device
+    assert out["local"] < 1e-4, out  # per-replica whitening == mean of the per-half losses
+
+
+def test_mirrored_command_on_two_logical_cpus(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "wmse_tf.train", f"--flagfile={SMOKE}", f"--model_dir={tmp_path}",
+         "--strategy=mirrored", "--cpu_replicas=2", "--whiten_across_replicas", "--epochs=2"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 replica(s)" in proc.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["step"] == 8 and results["final"]["whiten_ok"] == 1.0 and results["knn_acc"] is not None
+
+
+def _free_ports(count):
+    socks = [socket.socket() for _ in range(count)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_worker_command_with_two_local_processes(tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "wmse_tf.train", f"--flagfile={SMOKE}", f"--model_dir={tmp_path}",
+             "--strategy=multi_worker", "--epochs=2"],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=300))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "2 replica(s)" in outputs[0][0]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["step"] == 8 and results["final"]["whiten_ok"] == 1.0
+    assert (tmp_path / "ckpt-8.index").exists() and (tmp_path / "encoder.keras").exists()
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".worker")]

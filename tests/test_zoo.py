@@ -1,0 +1,148 @@
+"""Tests of the zoo: registry, build (train skipped), evaluate against registered metrics, features."""
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from tests import helpers
+from wmse_tf import augment, export
+from wmse_tf.evaluate import EvalConfig
+from wmse_tf.linear_probe import ProbeConfig
+from zoo import build, evaluate as zoo_evaluate, extract_features
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_registry_is_valid_and_honest():
+    registry = zoo.load()
+    names = [e["name"] for e in registry["models"]]
+    assert "wmse2_fashion_mnist" in names and len(names) == len(set(names))
+    for entry in registry["models"]:
+        assert os.path.exists(os.path.join(ROOT, entry["config"])), entry["config"]
+        if entry["status"] == "planned":
+            assert not entry.get("metrics") and not entry.get("files")
+        else:  # published: built here, with protocol and hashes
+            assert entry["metrics"]["protocol"]["linear"]["epochs"] > 0 and entry["files"]
+
+
+def test_registry_validation_errors():
+    registry = zoo.load()
+    bad = copy.deepcopy(registry)
+    bad["models"][0]["status"] = "published"
+    with pytest.raises(ValueError, match="needs 'metrics'"):
+        zoo.validate(bad)
+    bad = copy.deepcopy(registry)
+    bad["models"][0]["metrics"] = {"linear": {"top1": 0.9}}
+    with pytest.raises(ValueError, match="planned entry has no metrics"):
+        zoo.validate(bad)
+    bad = copy.deepcopy(registry)
+    bad["models"].append(copy.deepcopy(bad["models"][0]))
+    with pytest.raises(ValueError, match="duplicate"):
+        zoo.validate(bad)
+    with pytest.raises(KeyError, match="no zoo entry"):
+        zoo.find(registry, "nope")
+
+
+def test_train_command_uses_the_flagfile(tmp_path):
+    entry = zoo.find(zoo.load(), "wmse2_fashion_mnist")
+    cmd = build.train_command(entry, str(tmp_path / "run"), extra=["--epochs=1"])
+    assert cmd[1:4] == ["-m", "wmse_tf.train", "--flagfile=configs/fashion_mnist.flags"]
+    assert cmd[-1] == "--epochs=1" and f"--model_dir={tmp_path / 'run'}" in cmd
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny digits 'run' built into a temp registry: build() with training skipped."""
+    tmp = tmp_path_factory.mktemp("zoo")
+    registry = str(tmp / "models.json")
+    entry = {"name": "tiny_digits", "version": 1, "status": "planned", "dataset": "digits", "method": "wmse",
+             "views": 2, "config": "configs/smoke.flags", "metrics": None, "files": None}
+    zoo.save({"schema_version": 1, "models": [entry]}, registry)
+    aug = dataclasses.asdict(dataclasses.replace(augment.recipe("digits"), image_size=helpers.SIZE))
+    helpers.write_run_dir(tmp / "runs" / "tiny_digits", helpers.tiny_encoder(), "digits", augment=aug, epochs=1)
+    config = EvalConfig(probe=ProbeConfig(epochs=20), knn=("euclidean:5",), limit_train=300, limit_test=100,
+                        progress=False)
+    done = build.build(entry, str(tmp / "runs"), str(tmp / "exports"), registry, skip_train=True,
+                       eval_config=config)
+    return tmp, registry, done
+
+
+def test_build_publishes_metrics_and_hashes(built):
+    tmp, registry, done = built
+    entry = zoo.find(zoo.load(registry), "tiny_digits")
+    assert entry == done and entry["status"] == "published"
+    version_dir = os.path.join(tmp, "exports", "tiny_digits", "1")
+    assert os.path.realpath(entry["export"]) == os.path.realpath(version_dir)
+    assert entry["files"] == export.file_hashes(version_dir, skip=()) and "model_card.json" in entry["files"]
+    assert entry["size_bytes"] > 0 and entry["metrics"]["num_test"] == 100
+    assert entry["metrics"]["protocol"]["linear"]["epochs"] == 20
+    assert 0.0 <= entry["metrics"]["knn"]["euclidean:5"]["top1"] <= 1.0
+    card = export.read_card(version_dir)
+    assert card["metrics"] == entry["metrics"] and card["flags"]["dataset"] == "digits"
+
+
+def test_zoo_evaluate_checks_registered_metrics(built):
+    tmp, registry, _ = built
+    model_dir = os.path.join(tmp, "exports", "tiny_digits")
+    ok, rows, problems = zoo_evaluate.check(model_dir, registry_path=registry, tolerance=0.02, progress=False)
+    assert ok, problems
+    assert [r[0] for r in rows] == ["linear top1", "linear top5", "k-NN euclidean:5"]
+    worse = json.load(open(registry))
+    worse["models"][0]["metrics"]["knn"]["euclidean:5"]["top1"] += 0.3
+    worse_path = os.path.join(tmp, "worse.json")
+    zoo.save(worse, worse_path)
+    cmd = [sys.executable, "-m", "zoo.evaluate", f"--model={model_dir}", f"--registry={worse_path}",
+           "--tolerance=0.02", "--noprogress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=helpers.python_env(), timeout=300, cwd=ROOT)
+    assert out.returncode == 1, out.stdout + out.stderr[-2000:]
+    assert "WORSE" in out.stdout and "k-NN euclidean:5" in out.stderr
+
+
+def test_zoo_evaluate_detects_changed_files(built, tmp_path):
+    tmp, registry, _ = built
+    copy_dir = tmp_path / "tiny_digits"
+    shutil.copytree(os.path.join(tmp, "exports", "tiny_digits"), copy_dir)
+    with open(copy_dir / "1" / "model_card.json", "a") as f:
+        f.write(" ")
+    ok, _, problems = zoo_evaluate.check(str(copy_dir), registry_path=registry, tolerance=1.0, progress=False)
+    assert not ok and problems == ["sha256 differs from the registry: model_card.json"]
+
+
+def test_extract_features_from_a_folder(built, tmp_path):
+    tmp, _, _ = built
+    version_dir = os.path.join(tmp, "exports", "tiny_digits", "1")
+    images, labels = helpers.digits_images(6, size=20)  # not the model size: resized in the graph
+    for i, (im, y) in enumerate(zip(images, labels)):
+        os.makedirs(tmp_path / "photos" / f"class_{y}", exist_ok=True)
+        tf.io.write_file(str(tmp_path / "photos" / f"class_{y}" / f"{i}.png"), tf.io.encode_png(im))
+    tf.io.write_file(str(tmp_path / "photos" / "loose.jpg"), tf.io.encode_jpeg(images[0]))
+    (tmp_path / "photos" / "class_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    loaded = helpers.reload(version_dir)
+    x, y, names, skipped, classes = extract_features.folder_features(loaded, str(tmp_path / "photos"),
+                                                                     batch_size=4, progress=False)
+    assert skipped == ["class_0/broken.png"] and len(names) == 7 and x.shape == (7, 32)
+    assert names[0] == "loose.jpg" and y[0] == -1  # top-level files first, then class folders
+    assert all(classes[label] == name.split("/")[0] for name, label in zip(names[1:], y[1:]))
+    idx = list(names).index("class_0/0.png")
+    want = loaded.signatures["serving_bytes"](image_bytes=tf.constant([tf.io.encode_png(images[0]).numpy()]))
+    np.testing.assert_allclose(x[idx], want["feature_vector"][0], rtol=1e-5, atol=1e-5)
+
+
+def test_extract_features_cli_on_a_split(built, tmp_path):
+    tmp, _, _ = built
+    out_path = tmp_path / "f.npz"
+    cmd = [sys.executable, "-m", "zoo.extract_features", f"--model={os.path.join(tmp, 'exports', 'tiny_digits')}",
+           "--dataset=digits", "--split=test", "--limit=40", f"--output={out_path}", "--noprogress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=helpers.python_env(), timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with np.load(out_path) as z:
+        assert z["features"].shape == (40, 32) and z["labels"].shape == (40,) and z["filenames"][0] == "digits/test/0"

@@ -1,0 +1,142 @@
+"""Checkpoints of a training run: model, optimizer, step and RNG state; verified restore.
+
+Layout of a model_dir:
+  flags.json          the resolved TrainConfig (written atomically at the start)
+  ckpt-<step>.index, ckpt-<step>.data-*   tf.train.Checkpoint files, the last K kept
+  checkpoint          CheckpointManager's state file: the list of complete checkpoints
+
+Atomicity: TensorFlow writes a checkpoint's data to a temporary name, merges it into
+`ckpt-<step>.*` (index last), and only then rewrites the `checkpoint` state file (via an
+atomic rename). A run killed mid-write therefore leaves the state file naming the
+previous checkpoint. `restore` also verifies what it loads: a checkpoint that fails to
+read, does not match the model, or holds non-finite weights is skipped with a warning
+and the previous one is tried.
+
+Example:
+  >>> ckpt = Checkpointer("runs/x", model)
+  >>> step = ckpt.restore()          # 0 when model_dir holds no checkpoint
+  >>> ckpt.save(step=1000)
+"""
+
+import json
+import logging
+import os
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """Refused to write a checkpoint whose weights hold NaN or Inf."""
+
+
+class Checkpointer:
+    """tf.train.CheckpointManager over model, optimizer, global step and RNG state.
+
+    Args:
+      directory: where checkpoints go (the model_dir, or a worker's scratch dir).
+      model: a compiled SSLModel (its optimizer is saved too).
+      max_to_keep: number of checkpoints kept.
+      restore_dir: where to read checkpoints from (default `directory`).
+    """
+
+    def __init__(self, directory, model, max_to_keep=3, restore_dir=None):
+        self.directory = directory
+        self.restore_dir = restore_dir or directory
+        self.model = model
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        objects = dict(model=model, step=self.step)
+        if getattr(model, "optimizer", None) is not None:
+            objects["optimizer"] = model.optimizer
+        seed_generator = getattr(model, "seed_generator", None)
+        if seed_generator is not None:  # not tracked through the model by tf.train
+            objects["rng"] = seed_generator.state
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
+
+    @property
+    def latest(self):
+        return tf.train.latest_checkpoint(self.restore_dir)
+
+    def candidates(self):
+        """Checkpoint prefixes listed in the state file of restore_dir, newest first."""
+        state = tf.train.get_checkpoint_state(self.restore_dir)
+        if state is None:
+            return []
+        paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+        if state.model_checkpoint_path not in paths:
+            paths.append(state.model_checkpoint_path)
+        paths = [p if os.path.isabs(p) or "://" in p else os.path.join(self.restore_dir, p) for p in paths]
+        return sorted(set(paths), key=_step_of, reverse=True)
+
+    def restore(self):
+        """Restores the newest good checkpoint; returns its step (0 if none)."""
+        for i, path in enumerate(self.candidates()):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+                if not weights_finite(self.model):
+                    raise ValueError("non-finite weights")
+            except Exception as e:  # noqa: BLE001 - OpError, IndexError (truncated), ValueError, ...
+                log.warning("checkpoint %s is unreadable or bad (%s: %s); trying an older one",
+                            path, type(e).__name__, str(e).splitlines()[0][:200])
+                continue
+            if i:
+                log.warning("resumed from the older checkpoint %s", path)
+            return int(self.step.numpy())
+        if self.candidates():
+            raise RuntimeError(f"no readable checkpoint in {self.restore_dir}: every one listed "
+                               "in its 'checkpoint' file failed to restore (see warnings)")
+        return 0
+
+    def save(self, step):
+        """Writes checkpoint `ckpt-<step>`; refuses (NonFiniteWeightsError) NaN/Inf weights."""
+        if not weights_finite(self.model):
+            raise NonFiniteWeightsError(
+                f"refusing to checkpoint step {step}: the model holds NaN/Inf weights; "
+                f"the last good checkpoint ({self.latest}) is kept")
+        self.step.assign(int(step))
+        return self.manager.save(checkpoint_number=int(step))
+
+
+def weights_finite(model):
+    """True when every float variable of the model (and its optimizer) is finite."""
+    variables = list(model.variables)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    for v in variables:
+        value = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return False
+    return True
+
+
+def write_text_atomic(path, text):
+    """Writes `text` to a temp file beside `path`, then renames it over `path`."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_json_atomic(path, obj):
+    """Writes JSON atomically (temp file, then rename)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    """The JSON at `path`, or None if it does not exist."""
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _step_of(path):
+    try:
+        return int(path.rsplit("-", 1)[-1])
+    except ValueError:
+        return -1

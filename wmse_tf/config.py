@@ -1,0 +1,259 @@
+"""TrainConfig: every setting of one training run, resolved, validated, JSON round-trip.
+
+`wmse_tf/train.py` turns absl flags into one `TrainConfig`; everything below it takes
+the config (or plain arguments), never flags. `validate()` checks the values that can
+be checked without data or devices; `validate_replicas(n)` checks the batch split once
+the number of replicas is known. Both raise `ConfigError` whose message starts with
+the offending flag, e.g. `--w_size=64: must be larger than --emb=64 ...`.
+
+Example:
+  >>> cfg = TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64).validate()
+"""
+
+import dataclasses
+import json
+import warnings
+from typing import Optional, Tuple
+
+from wmse_tf import augment as augment_lib, data, encoders, methods
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+SCHEDULES = ("step", "cosine", "constant")
+OPTIMIZERS = ("adam", "sgd")
+# Values that must match the saved flags.json to resume a run from its checkpoints.
+KEY_FIELDS = ("dataset", "train_split", "method", "arch", "width", "stem", "emb", "hidden",
+              "num_views", "batch_size", "w_size", "w_iter", "steps_per_epoch", "image_size")
+# Stem of the encoder per dataset (the paper's: CIFAR 3x3 no pool, STL/Tiny 3x3 + pool).
+STEM_BY_DATASET = {"cifar10": "cifar", "cifar100": "cifar", "stl10": "small",
+                   "tiny_imagenet": "small", "imagenet100": "imagenet"}
+
+
+class ConfigError(ValueError):
+    """A bad flag value or combination; the message starts with `--flag=value:`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Batch sizes count images (before views), over ALL replicas.
+
+    Groups: data (dataset .. cache), augmentation (`augment`, resolved recipe),
+    model (method .. byol_tau), optimization (batch_size .. momentum), distribution
+    and speed (strategy .. steps_per_execution), run (model_dir .. verbose).
+    `stem`, `mixed_precision` and `jit_compile` hold resolved values, never "auto".
+    """
+
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    train_split: str = "ssl"
+    shuffle_buffer: int = 16384
+    cache: str = "memory"
+    augment: Optional[augment_lib.AugmentConfig] = None
+    method: str = "wmse"
+    num_views: int = 4
+    arch: str = "resnet18"
+    width: int = 64
+    stem: str = "cifar"
+    emb: int = 64
+    hidden: int = 1024
+    w_size: int = 128
+    w_iter: int = 1
+    w_eps: float = 0.0
+    tau: float = 0.5
+    whiten_contrastive: bool = False
+    byol_tau: float = 0.99
+    batch_size: int = 256
+    epochs: int = 1000
+    steps_per_epoch: int = 0
+    lr: float = 3e-3
+    warmup: int = 500
+    lr_schedule: str = "step"
+    lr_drop_epochs: Tuple[int, ...] = (50, 25)
+    lr_drop_gamma: float = 0.2
+    optimizer: str = "adam"
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    strategy: str = "default"
+    devices: Tuple[str, ...] = ()
+    cpu_replicas: int = 0
+    tpu: str = ""
+    whiten_across_replicas: bool = False
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    model_dir: str = "runs/default"
+    seed: int = 0
+    eval_every: int = 20
+    knn_k: int = 5
+    knn_train_images: int = 0
+    knn_test_images: int = 0
+    checkpoint_every: int = 100
+    exact_resume: bool = False
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    export_dir: str = ""
+    export_name: str = ""
+    export_version: int = 0
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.augment is None:
+            object.__setattr__(self, "augment", default_augment(self.dataset))
+        for name in ("devices", "lr_drop_epochs"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def image_size(self):
+        return self.augment.image_size
+
+    def validate(self):
+        """Checks every value knowable without data or devices; returns self."""
+        try:
+            data.info(self.dataset)
+        except ValueError as e:
+            _fail("dataset", self.dataset, str(e))
+        if self.train_split not in data.info(self.dataset).splits:
+            _fail("train_split", self.train_split, f"must be one of {data.info(self.dataset).splits}")
+        _check_choice("method", self.method, sorted(methods.METHODS))
+        _check_choice("arch", self.arch, sorted(encoders.ARCHS))
+        _check_choice("stem", self.stem, encoders.STEMS)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.num_views < 2:
+            _fail("num_views", self.num_views, "need at least 2 views per image (allowed: >= 2)")
+        for name in ("width", "emb", "hidden", "batch_size", "epochs", "steps_per_execution",
+                     "keep_checkpoints", "knn_k", "log_every", "w_iter"):
+            if getattr(self, name) < 1:
+                _fail(name, getattr(self, name), "must be >= 1")
+        for name in ("steps_per_epoch", "warmup", "eval_every", "checkpoint_every", "cpu_replicas",
+                     "knn_train_images", "knn_test_images", "export_version", "shuffle_buffer"):
+            if getattr(self, name) < 0:
+                _fail(name, getattr(self, name), "must be >= 0")
+        if not self.lr > 0:
+            _fail("lr", self.lr, "must be > 0")
+        if not 0.0 <= self.w_eps < 1.0:
+            _fail("w_eps", self.w_eps, "must be in [0, 1) (covariance shrinkage towards identity)")
+        if not 0.0 < self.lr_drop_gamma <= 1.0:
+            _fail("lr_drop_gamma", self.lr_drop_gamma, "must be in (0, 1]")
+        if self.weight_decay < 0:
+            _fail("weight_decay", self.weight_decay, "must be >= 0")
+        if self.uses_whitening_groups:
+            if self.w_size <= self.emb:
+                _fail("w_size", self.w_size,
+                      f"must be larger than --emb={self.emb}: each whitening sub-batch of w_size rows "
+                      "in emb dims has a singular covariance otherwise (recommended: w_size >= 2*emb)")
+            if self.w_size < 2 * self.emb:
+                warnings.warn(f"--w_size={self.w_size} < 2 * --emb={self.emb}: noisy covariance; "
+                              "the reference uses w_size >= 2 * emb", stacklevel=2)
+        if self.cpu_replicas > 1 and self.strategy != "mirrored":
+            _fail("cpu_replicas", self.cpu_replicas, "more than 1 needs --strategy=mirrored")
+        if self.jit_compile and self.cpu_replicas > 1:
+            _fail("jit_compile", "true", "XLA does not run on logical CPU devices (--cpu_replicas > 1); "
+                  "use --jit_compile=false")
+        if self.devices and self.strategy != "mirrored":
+            _fail("devices", ",".join(self.devices), "only with --strategy=mirrored")
+        if self.export_name and "/" in self.export_name:
+            _fail("export_name", self.export_name, "must be a plain name (no '/')")
+        self.validate_replicas(self.expected_replicas)
+        return self
+
+    @property
+    def expected_replicas(self):
+        """Replicas knowable from the flags alone (None: known once the strategy exists)."""
+        if self.strategy == "default":
+            return 1
+        if self.strategy == "mirrored" and self.devices:
+            return len(self.devices)
+        if self.strategy == "mirrored" and self.cpu_replicas:
+            return self.cpu_replicas
+        return None
+
+    def validate_replicas(self, num_replicas):
+        """Checks the batch split over `num_replicas` (None: only the global batch)."""
+        if self.uses_whitening_groups and self.batch_size % self.w_size:
+            _fail("batch_size", self.batch_size,
+                  f"must be divisible by --w_size={self.w_size} (whitening sub-batches)")
+        if not num_replicas or num_replicas == 1:
+            return self
+        if self.batch_size % num_replicas:
+            _fail("batch_size", self.batch_size,
+                  f"must be divisible by the {num_replicas} replicas (global batch, images per step)")
+        per_replica = self.batch_size // num_replicas
+        if self.uses_whitening_groups and not self.whiten_across_replicas and per_replica % self.w_size:
+            _fail("w_size", self.w_size,
+                  f"must divide the per-replica batch {per_replica} (= --batch_size={self.batch_size} / "
+                  f"{num_replicas} replicas); lower --w_size, raise --batch_size, or pass "
+                  "--whiten_across_replicas to whiten over the global batch")
+        return self
+
+    @property
+    def uses_whitening_groups(self):
+        """True for methods that whiten sub-batches of w_size rows (W-MSE)."""
+        return "w_size" in methods.METHOD_KWARGS.get(self.method, ())
+
+    def key_values(self):
+        """The values that must not change when resuming (see KEY_FIELDS)."""
+        values = {k: getattr(self, k) for k in KEY_FIELDS}
+        return json.loads(json.dumps(values))
+
+    def to_dict(self):
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self, indent=2):
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Inverse of to_dict (unknown keys are ignored, so old flags.json files load)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in fields}
+        if isinstance(kwargs.get("augment"), dict):
+            aug = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs["augment"].items()}
+            kwargs["augment"] = augment_lib.AugmentConfig(**aug)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path):
+        """Loads a saved flags.json (e.g. to rebuild a model for evaluation)."""
+        import tensorflow as tf  # gfile reads local and gs:// paths alike
+
+        with tf.io.gfile.GFile(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+def default_stem(dataset):
+    """The paper's stem for a dataset; for other datasets by image size."""
+    base = dataset.partition(":")[0]
+    if base in STEM_BY_DATASET:
+        return STEM_BY_DATASET[base]
+    size = data.info(dataset).image_size if _dataset_ok(dataset) else 32
+    return "cifar" if size <= 32 else "small" if size <= 96 else "imagenet"
+
+
+def default_augment(dataset):
+    """The dataset's augmentation recipe (CIFAR's when the dataset is unknown)."""
+    return augment_lib.recipe(dataset if _dataset_ok(dataset) else "cifar10")
+
+
+def key_differences(saved, current):
+    """[(name, saved value, current value)] of KEY_FIELDS that differ."""
+    return [(k, saved.get(k), current.get(k)) for k in KEY_FIELDS if saved.get(k) != current.get(k)]
+
+
+def _dataset_ok(name):
+    try:
+        data.info(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _fail(name, value, reason):
+    raise ConfigError(f"--{name}={value}: {reason}")
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        _fail(name, value, f"unknown; allowed: {', '.join(map(str, allowed))}")

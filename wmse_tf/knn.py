@@ -1,0 +1,83 @@
+"""k-nearest-neighbour classification of frozen features, in TF ops, batched over queries.
+
+The reference's online monitor (htdt/self-supervised eval/knn.py): k = 5 neighbours by
+Euclidean distance, majority vote (ties: the smallest label, as torch's
+`unique(return_counts=True)` then `argmax`). The training monitor L2-normalizes the
+encoder features first, so Euclidean and cosine give the same neighbours.
+
+Example:
+  >>> pred = knn_predict(train_x, train_y, test_x, k=5)
+  >>> acc = knn_accuracy(train_x, train_y, test_x, test_y, k=5, metric="cosine")
+"""
+
+import tensorflow as tf
+
+METRICS = ("euclidean", "cosine")
+
+
+def knn_predict(train_feats, train_labels, test_feats, k=5, metric="euclidean", weighted=False,
+                temperature=0.07, num_classes=None, batch_size=256):
+    """Predicted labels [Q] of the queries `test_feats` [Q, F] from the memory bank.
+
+    Args:
+      train_feats: [N, F] memory bank; train_labels: [N] int labels (>= 0).
+      test_feats: [Q, F] queries.
+      k: neighbours (clipped to N).
+      metric: "euclidean" (raw distances) or "cosine" (features L2-normalized here).
+      weighted: votes weighted by exp(similarity / temperature), similarity = cosine
+        or minus the Euclidean distance (InstDisc-style); else one vote each.
+      temperature: of the weighted votes.
+      num_classes: number of classes; default max label + 1.
+      batch_size: queries per distance matrix ([batch_size, N] floats in memory).
+
+    Returns:
+      int64 tensor [Q].
+    """
+    if metric not in METRICS:
+        raise ValueError(f"knn_predict: metric must be one of {METRICS}, got {metric!r}")
+    if k < 1:
+        raise ValueError(f"knn_predict: k must be >= 1, got {k}")
+    bank = tf.convert_to_tensor(train_feats, tf.float32)
+    queries = tf.convert_to_tensor(test_feats, tf.float32)
+    labels = tf.cast(tf.convert_to_tensor(train_labels), tf.int32)
+    if bank.shape[0] == 0:
+        raise ValueError("knn_predict: empty memory bank")
+    if metric == "cosine":
+        bank = tf.math.l2_normalize(bank, axis=-1)
+        queries = tf.math.l2_normalize(queries, axis=-1)
+    classes = int(num_classes or int(tf.reduce_max(labels)) + 1)
+    k = min(int(k), int(bank.shape[0]))
+    return _predict(bank, labels, queries, k, metric, weighted, float(temperature), classes, batch_size)
+
+
+def _predict(bank, labels, queries, k, metric, weighted, temperature, classes, batch_size):
+    bank_sq = tf.reduce_sum(tf.square(bank), axis=-1)
+    preds = []
+    for start in range(0, int(queries.shape[0]), batch_size):
+        preds.append(_predict_chunk(bank, bank_sq, labels, queries[start:start + batch_size],
+                                    k, metric, weighted, temperature, classes))
+    if not preds:
+        return tf.zeros([0], tf.int64)
+    return tf.concat(preds, axis=0)
+
+
+@tf.function(reduce_retracing=True)
+def _predict_chunk(bank, bank_sq, labels, q, k, metric, weighted, temperature, classes):
+    dots = tf.linalg.matmul(q, bank, transpose_b=True)  # [b, N]
+    if metric == "cosine":
+        sim = dots
+    else:
+        d2 = tf.reduce_sum(tf.square(q), axis=-1, keepdims=True) - 2.0 * dots + bank_sq[None, :]
+        sim = -tf.sqrt(tf.maximum(d2, 0.0))
+    top_sim, idx = tf.math.top_k(sim, k=k)
+    votes = tf.one_hot(tf.gather(labels, idx), classes)  # [b, k, C]
+    if weighted:
+        votes *= tf.exp(top_sim / temperature)[..., None]
+    return tf.argmax(tf.reduce_sum(votes, axis=1), axis=-1, output_type=tf.int64)
+
+
+def knn_accuracy(train_feats, train_labels, test_feats, test_labels, **kwargs):
+    """Top-1 accuracy of `knn_predict` (same keyword arguments) as a Python float."""
+    pred = knn_predict(train_feats, train_labels, test_feats, **kwargs)
+    truth = tf.cast(tf.convert_to_tensor(test_labels), tf.int64)
+    return float(tf.reduce_mean(tf.cast(tf.equal(pred, truth), tf.float32)))

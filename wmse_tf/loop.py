@@ -1,0 +1,152 @@
+"""The training loop: `model.train_step` under any tf.distribute strategy, Keras callbacks.
+
+Why not `model.fit()`: Keras 3.15's fit() fails under MultiWorkerMirroredStrategy (its
+`_maybe_symbolic_build` reduces the first distributed batch with a collective it cannot
+run), and fit() cannot resume in the middle of an epoch. This loop is what fit() does,
+minus that: `strategy.run(model.train_step)` on batches of a distributed dataset,
+`steps_per_execution` steps per tf.function call, metrics reduced (mean) over
+replicas, and the standard callback hooks (`on_train_batch_end(batch, logs)` once per
+execution, `on_epoch_end(epoch, logs)`), so ProgbarLogger and any Keras callback
+work. It is the same code for every strategy.
+
+State shared with callbacks is a `LoopState`: global `step`, `epoch`,
+`steps_per_epoch`, and `stop_reason` ("nan", "signal") set by callbacks.
+
+Example:
+  >>> loop = TrainLoop(model, strategy, dist_dataset, steps_per_epoch=100)
+  >>> logs = loop.run(epochs=10, callbacks=[...], initial_step=0)
+"""
+
+import dataclasses
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Progress of a run, read and written by callbacks."""
+
+    steps_per_epoch: int
+    epochs: int
+    step: int = 0
+    epoch: int = 0
+    batch_size: int = 0
+    stop_reason: Optional[str] = None  # "nan" or "signal"
+    stop_detail: str = ""
+    signal: Optional[int] = None
+    logs: dict = dataclasses.field(default_factory=dict)  # last epoch's logs, callbacks' keys included
+
+    @property
+    def total_steps(self):
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def epoch_done(self):
+        """True when `step` sits on an epoch boundary."""
+        return self.step % self.steps_per_epoch == 0
+
+
+def make_train_function(model, strategy, jit_compile=False):
+    """tf.function(iterator, n) running n training steps, returning mean metrics.
+
+    The per-step function (strategy.run of model.train_step) is jit-compiled when
+    asked, like Keras' fit() does; the steps run in a tf.while_loop. Neither is
+    converted by autograph (fit() does not convert train_step either, and
+    converting a ResNet's Python code doubles the tracing time).
+    """
+
+    def one_step(batch):
+        strategy.run(model.train_step, args=(batch,))
+        return tf.constant(0)
+
+    one_step = tf.function(one_step, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+
+    def results():
+        return {m.name: m.result() for m in model.metrics}
+
+    def train(iterator, n):
+        def body(i):
+            with tf.control_dependencies([one_step(iterator.get_next())]):
+                return i + 1
+
+        tf.while_loop(lambda i: i < n, body, [tf.constant(0)])
+        with tf.control_dependencies(model.metrics[0].variables if model.metrics else []):
+            per_replica = strategy.run(results)
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+
+    return tf.function(train, autograph=False)
+
+
+class TrainLoop:
+    """Runs epochs of `steps_per_epoch` steps over an endless distributed dataset.
+
+    Args:
+      model: a compiled SSLModel (optimizer set), built, created under `strategy`.
+      strategy: the tf.distribute strategy.
+      dataset: a distributed dataset (strategy.distribute_datasets_from_function or
+        experimental_distribute_dataset) that never runs out.
+      steps_per_epoch: steps per epoch.
+      steps_per_execution: steps per tf.function call (callbacks see one batch each).
+      jit_compile: XLA-compile the train step.
+    """
+
+    def __init__(self, model, strategy, dataset, steps_per_epoch, steps_per_execution=1,
+                 jit_compile=False):
+        self.model = model
+        self.strategy = strategy
+        self.dataset = dataset
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.steps_per_execution = int(steps_per_execution)
+        self.train_function = make_train_function(model, strategy, jit_compile)
+
+    def run(self, epochs, callbacks=(), initial_step=0, state=None, verbose=0):
+        """Trains from `initial_step` to epochs * steps_per_epoch (or until stopped).
+
+        Returns the logs (dict of floats) of the last execution.
+        """
+        state = state or LoopState(self.steps_per_epoch, epochs)
+        state.step = int(initial_step)
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks = keras.callbacks.CallbackList(
+                list(callbacks), model=self.model, epochs=epochs, steps=self.steps_per_epoch,
+                verbose=verbose)
+        callbacks.callbacks.append(_KeepLogs(state))
+        model, spe = self.model, self.steps_per_epoch
+        model.stop_training = False
+        iterator = iter(self.dataset)
+        logs = {}
+        callbacks.on_train_begin()
+        for epoch in range(state.step // spe, epochs):
+            state.epoch = epoch
+            model.reset_metrics()
+            callbacks.on_epoch_begin(epoch)
+            done = state.step - epoch * spe
+            while done < spe and not model.stop_training:
+                n = min(self.steps_per_execution, spe - done)
+                callbacks.on_train_batch_begin(done)
+                logs = {k: float(v) for k, v in self.train_function(iterator, tf.constant(n)).items()}
+                done += n
+                state.step += n
+                callbacks.on_train_batch_end(done - 1, logs)
+            if done < spe:  # stopped mid-epoch: no epoch-end hooks (no eval, no checkpoint)
+                break
+            epoch_logs = dict(logs)
+            callbacks.on_epoch_end(epoch, epoch_logs)
+            logs = epoch_logs
+            if model.stop_training:
+                break
+        callbacks.on_train_end(logs)
+        return state.logs or logs
+
+
+class _KeepLogs(keras.callbacks.Callback):
+    """Keeps the final epoch logs (with what other callbacks added) in the state."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.logs = dict(logs or {})

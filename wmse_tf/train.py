@@ -1,0 +1,149 @@
+"""Train a self-supervised encoder (W-MSE and baselines): the command-line entry point.
+
+  python -m wmse_tf.train --flagfile=configs/cifar10.flags --model_dir=runs/cifar10
+  python -m wmse_tf.train --flagfile=configs/smoke.flags --print_config
+
+The only module that reads absl FLAGS: they become one validated, frozen
+`wmse_tf.config.TrainConfig` handed to `wmse_tf.trainer.run`. A run resumes from
+model_dir's newest checkpoint automatically. Exit codes: 0 done, 2 bad flags,
+3 NaN/Inf loss, 128 + N stopped by signal N (after checkpointing). See docs/training.md.
+"""
+
+import dataclasses
+import sys
+
+from absl import app, flags, logging
+
+from wmse_tf import augment, config as config_lib, distribute
+
+FLAGS = flags.FLAGS
+_AUG_FIELDS = [f for f in dataclasses.fields(augment.AugmentConfig) if f.name not in ("mean", "std")]
+
+# Data.
+flags.DEFINE_string("dataset", "cifar10", "Dataset: cifar10, cifar100, stl10, tiny_imagenet, imagenet100, "
+                    "fashion_mnist, digits, synthetic[:size=..], folder:/path[,size=N].")
+flags.DEFINE_string("data_dir", None, "TFDS data dir / root of image folders (default $TFDS_DATA_DIR).")
+flags.DEFINE_string("train_split", "ssl", "Split trained on ('ssl': the paper's, e.g. STL-10 train+unlabelled).")
+flags.DEFINE_integer("shuffle_buffer", 16384, "Images in the shuffle buffer.")
+flags.DEFINE_string("cache", "memory", "Decoded-image cache: memory, none, or a file prefix.")
+# Augmentation: unset = the dataset's recipe (wmse_tf.augment.recipe).
+for _f in _AUG_FIELDS:
+    if _f.name in ("image_size", "eval_resize"):
+        flags.DEFINE_integer(_f.name, None, f"Augmentation {_f.name} (default: dataset recipe).")
+    elif _f.name == "interpolation":
+        flags.DEFINE_enum(_f.name, None, ["bicubic", "bilinear"], "Crop resampling (default: recipe).")
+    else:
+        flags.DEFINE_float(_f.name, None, f"Augmentation {_f.name} (default: dataset recipe).")
+# Model and method.
+flags.DEFINE_string("method", "wmse", "Method, from the wmse_tf.methods registry (wmse, contrastive, byol, ...).")
+flags.DEFINE_integer("num_views", 4, "Views (augmentations) per image, >= 2 (W-MSE 4 / W-MSE 2).")
+flags.DEFINE_enum("arch", "resnet18", ["resnet18", "resnet34", "resnet50"], "Encoder architecture.")
+flags.DEFINE_integer("width", 64, "Channels of the first ResNet stage (64 in the paper).")
+flags.DEFINE_enum("stem", "auto", ["auto", "cifar", "small", "imagenet"],
+                  "ResNet stem; auto = per dataset (cifar: 3x3 no pool; stl10/tiny: 3x3 + pool; imagenet).")
+flags.DEFINE_integer("emb", 64, "Embedding (projector output) size.")
+flags.DEFINE_integer("hidden", 1024, "Hidden units of the projector.")
+flags.DEFINE_integer("w_size", 128, "Whitening sub-batch size (W-MSE); > emb, divides the per-replica batch.")
+flags.DEFINE_integer("w_iter", 1, "Whitening iterations (random sub-batch splits) per step.")
+flags.DEFINE_float("w_eps", 0.0, "Covariance shrinkage towards identity, in [0, 1).")
+flags.DEFINE_float("tau", 0.5, "Temperature of the contrastive baseline.")
+flags.DEFINE_bool("whiten_contrastive", False, "Contrastive baseline: whiten before the loss.")
+flags.DEFINE_float("byol_tau", 0.99, "BYOL: base EMA coefficient of the target network.")
+# Optimization.
+flags.DEFINE_integer("batch_size", 256, "GLOBAL batch: images per step over all replicas, before views.")
+flags.DEFINE_integer("epochs", 1000, "Epochs (passes over the training split).")
+flags.DEFINE_integer("steps_per_epoch", 0, "Cap on steps per epoch (0 = the full split), for smoke runs.")
+flags.DEFINE_float("lr", 3e-3, "Peak learning rate.")
+flags.DEFINE_integer("warmup", 500, "Linear warmup steps (iterations, not epochs).")
+flags.DEFINE_enum("lr_schedule", "step", list(config_lib.SCHEDULES), "Decay after warmup.")
+flags.DEFINE_list("lr_drop_epochs", ["50", "25"], "Step schedule: drop the lr this many epochs before the end.")
+flags.DEFINE_float("lr_drop_gamma", 0.2, "Step schedule: factor of each drop.")
+flags.DEFINE_enum("optimizer", "adam", list(config_lib.OPTIMIZERS), "Optimizer.")
+flags.DEFINE_float("weight_decay", 1e-6, "Decoupled weight decay (Keras weight_decay; see schedules.py).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+# Distribution and speed.
+flags.DEFINE_enum("strategy", "default", list(config_lib.STRATEGIES),
+                  "default: one device; mirrored: local GPUs; multi_worker: TF_CONFIG; tpu.")
+flags.DEFINE_list("devices", [], "Devices for --strategy=mirrored (default: all local GPUs).")
+flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into N logical devices (tests of --strategy=mirrored).")
+flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu (default: from the environment).")
+flags.DEFINE_bool("whiten_across_replicas", False,
+                  "Gather the projections of all replicas so whitening sees the global batch.")
+flags.DEFINE_enum("mixed_precision", "auto", ["auto", *config_lib.PRECISIONS],
+                  "Compute dtype policy; auto: float32 on CPU, mixed_float16 on GPU, mixed_bfloat16 on TPU.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA for the train step; auto: on for GPU/TPU.")
+flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
+# Run.
+flags.DEFINE_string("model_dir", None, "Checkpoints, logs, flags.json (default runs/<dataset>_<method>).")
+flags.DEFINE_integer("seed", 0, "Seed of weights, data order, augmentation and permutations.")
+flags.DEFINE_integer("eval_every", 20, "k-NN monitor every N epochs (and after the last); 0 = off.")
+flags.DEFINE_integer("knn_k", 5, "Neighbours of the k-NN monitor.")
+flags.DEFINE_integer("knn_train_images", 0, "Cap on the k-NN memory bank (0 = the whole train split).")
+flags.DEFINE_integer("knn_test_images", 0, "Cap on the k-NN queries (0 = the whole test split).")
+flags.DEFINE_integer("checkpoint_every", 100, "Checkpoint every N epochs (also on SIGTERM/SIGINT and at the end).")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_bool("exact_resume", False,
+                  "On resume, replay the input pipeline up to the checkpoint (augments and drops every batch "
+                  "seen so far) so the run continues exactly as if uninterrupted; default: reseed the data order.")
+flags.DEFINE_integer("log_every", 50, "TensorBoard train/* scalars every N steps.")
+flags.DEFINE_string("export_dir", "", "Also export the encoder as a SavedModel under this dir.")
+flags.DEFINE_string("export_name", "", "Export model name (default <method>_<dataset>).")
+flags.DEFINE_integer("export_version", 0, "Export version (0 = next free).")
+flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and exit.")
+
+
+def config_from_flags(values=FLAGS):
+    """The validated TrainConfig of parsed flags (auto values resolved)."""
+    accel = distribute.accelerator(values.strategy)
+    recipe = config_lib.default_augment(values.dataset)
+    overrides = {f.name: values[f.name].value for f in _AUG_FIELDS if values[f.name].value is not None}
+    try:
+        aug = dataclasses.replace(recipe, **overrides)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"augmentation flags {overrides}: {e}") from None
+    stem = config_lib.default_stem(values.dataset) if values.stem == "auto" else values.stem
+    base = values.dataset.partition(":")[0]
+    fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
+    kwargs = {name: values[name].value for name in fields if name in values and name not in
+              ("augment", "stem", "mixed_precision", "jit_compile", "model_dir", "lr_drop_epochs", "devices")}
+    try:
+        drops = tuple(int(x) for x in values.lr_drop_epochs)
+    except ValueError:
+        raise config_lib.ConfigError(f"--lr_drop_epochs={','.join(values.lr_drop_epochs)}: "
+                                     "must be integers") from None
+    try:
+        jit = distribute.resolve_jit_compile(values.jit_compile, accel)
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
+    cfg = config_lib.TrainConfig(
+        **kwargs, augment=aug, stem=stem, lr_drop_epochs=drops, devices=tuple(values.devices),
+        mixed_precision=distribute.resolve_mixed_precision(values.mixed_precision, accel),
+        jit_compile=jit, model_dir=values.model_dir or f"runs/{base}_{values.method}")
+    return cfg.validate()
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (e.g. per checkpoint) drown the progress bar
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
+        return 2
+    try:
+        cfg = config_from_flags()
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if FLAGS.print_config:
+        print(cfg.to_json())
+        return 0
+    from wmse_tf import trainer  # imported late: --print_config needs no TF runtime
+
+    try:
+        return trainer.run(cfg)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    app.run(main)

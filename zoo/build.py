@@ -1,0 +1,171 @@
+"""Build zoo entries: train -> evaluate -> export -> register.
+
+  python -m zoo.build --name=wmse2_fashion_mnist
+  python -m zoo.build --all                       # every entry of zoo/models.json
+  python -m zoo.build --name=... --skip_train     # reuse <runs_dir>/<name> (encoder.keras)
+  python -m zoo.build --name=... --dry_run        # print the training command only
+
+For each entry: `python -m wmse_tf.train --flagfile=<config> --model_dir=<runs_dir>/<name>`
+(a subprocess; resumes if interrupted), then the linear probe and k-NN of
+`wmse_tf.evaluate` on the training run (protocol flags below, recorded with the
+numbers), then `wmse_tf.export.export_encoder` to `<export_dir>/<name>/<version>/`
+(metrics in its model card), a check that the SavedModel's features match the
+Keras encoder's, and finally the entry of zoo/models.json is set to "published"
+with metrics, sha256 of the files, size and build facts.
+"""
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+import zoo
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines this script's flags (only when run as a script: the modules are importable)."""
+    flags.DEFINE_string("name", None, "Zoo entry to build.")
+    flags.DEFINE_bool("all", False, "Build every entry of the registry.")
+    flags.DEFINE_string("registry", zoo.REGISTRY, "Registry JSON.")
+    flags.DEFINE_string("runs_dir", "runs/zoo", "Training runs go to <runs_dir>/<name>.")
+    flags.DEFINE_string("export_dir", "zoo/exports", "SavedModels go to <export_dir>/<name>/<version>.")
+    flags.DEFINE_string("data_dir", None, "Passed to training and evaluation.")
+    flags.DEFINE_bool("skip_train", False, "Use the existing run dir (encoder.keras) instead of training.")
+    flags.DEFINE_multi_string("train_arg", [], "Extra flag for wmse_tf.train, e.g. --train_arg=--epochs=1.")
+    flags.DEFINE_integer("eval_epochs", 500, "Linear-probe epochs (reference protocol: 500).")
+    flags.DEFINE_list("knn", ["euclidean:5", "cosine:200:weighted"], "k-NN specs evaluated and registered.")
+    flags.DEFINE_integer("limit_train", None, "Evaluate on the first N training images only (quick checks).")
+    flags.DEFINE_integer("limit_test", None, "Evaluate on the first N test images only (quick checks).")
+    flags.DEFINE_bool("dry_run", False, "Print the training commands and stop.")
+
+
+def train_command(entry, run_dir, data_dir=None, extra=()):
+    cmd = [sys.executable, "-m", "wmse_tf.train", f"--flagfile={entry['config']}", f"--model_dir={run_dir}"]
+    if data_dir:
+        cmd.append(f"--data_dir={data_dir}")
+    return cmd + list(extra)
+
+
+def train(entry, run_dir, data_dir=None, extra=()):
+    """Runs the training subprocess; returns its wall time in seconds."""
+    cmd = train_command(entry, run_dir, data_dir, extra)
+    print("+", " ".join(cmd), flush=True)
+    start = time.time()
+    code = subprocess.call(cmd)
+    if code != 0:
+        raise RuntimeError(f"training {entry['name']} failed with exit code {code}: {' '.join(cmd)}")
+    return round(time.time() - start, 1)
+
+
+def protocol(eval_config):
+    probe = eval_config.probe
+    return {"views": "un-augmented eval transform (frozen encoder)",
+            "linear": {"epochs": probe.epochs, "batch_size": probe.batch_size, "optimizer": "Adam (L2 weight decay)",
+                       "lr_start": probe.lr_start, "lr_end": probe.lr_end, "weight_decay": probe.weight_decay,
+                       "standardize": probe.standardize},
+            "knn": list(eval_config.knn)}
+
+
+def check_export(run_dir, version_dir, dataset, data_dir=None):
+    """Features of 64 test images from the SavedModel match the training run's encoder's."""
+    import numpy as np
+
+    from wmse_tf import evaluate
+
+    config = evaluate.EvalConfig(data_dir=data_dir, progress=False, batch_size=64)
+    ours, theirs = (evaluate.eval_split(evaluate.open_model(p), dataset, "test", config, 64)[0]
+                    for p in (run_dir, version_dir))
+    if not np.allclose(ours, theirs, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"{version_dir}: SavedModel features differ from the Keras encoder's "
+                           f"(max |diff| {np.abs(ours - theirs).max():.3g})")
+
+
+def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=False, extra=(),
+          eval_config=None):
+    """Builds one entry; returns the registry entry as updated."""
+    import keras
+
+    from wmse_tf import evaluate, export
+
+    name = entry["name"]
+    run_dir = os.path.join(runs_dir, name)
+    train_seconds = None if skip_train else train(entry, run_dir, data_dir, extra)
+    if not os.path.exists(os.path.join(run_dir, "encoder.keras")):
+        raise FileNotFoundError(f"{run_dir}/encoder.keras not found: train first (drop --skip_train)")
+    with open(os.path.join(run_dir, "flags.json")) as f:
+        run_flags = json.load(f)
+    if run_flags.get("dataset") != entry["dataset"]:
+        raise ValueError(f"{run_dir} was trained on {run_flags.get('dataset')!r}, the entry says {entry['dataset']!r}")
+    eval_config = eval_config or evaluate.EvalConfig(data_dir=data_dir)
+    results = evaluate.evaluate(run_dir, eval_config)
+    print(evaluate.format_table(results), flush=True)
+    metrics = {"linear": {k: results["linear"][k] for k in ("top1", "top5")},
+               "knn": {k: {"top1": v["top1"]} for k, v in results["knn"].items()},
+               "dataset": results["dataset"], "train_split": results["train_split"],
+               "test_split": results["test_split"], "num_train": results["num_train"],
+               "num_test": results["num_test"], "protocol": protocol(eval_config)}
+    encoder = keras.saving.load_model(os.path.join(run_dir, "encoder.keras"), compile=False)
+    version_dir = export.export_encoder(
+        encoder, export_dir, name, entry["version"], dataset=entry["dataset"],
+        spec=export.input_spec_from_flags(run_flags), overwrite=True,
+        card={"method": entry["method"], "views": entry["views"], "config": entry["config"],
+              "flags": run_flags, "metrics": metrics})
+    check_export(run_dir, version_dir, entry["dataset"], data_dir)
+    files = export.file_hashes(version_dir, skip=())
+    size = sum(os.path.getsize(os.path.join(version_dir, p)) for p in files)
+    fields = {"status": "published", "metrics": metrics, "files": files, "size_bytes": size,
+              "export": _display_path(version_dir), "num_features": results["num_features"],
+              "built": {"date": datetime.date.today().isoformat(), "train_seconds": train_seconds,
+                        "epochs": run_flags.get("epochs"), "command": " ".join(train_command(entry, run_dir)[1:])}}
+    return zoo.update(name, fields, registry_path)
+
+
+def _display_path(path):
+    """Relative to the repository root when inside it (portable registry), else absolute."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rel = os.path.relpath(os.path.abspath(path), root)
+    return os.path.abspath(path) if rel.startswith("..") else rel
+
+
+def main(argv):
+    from absl import logging
+
+    from wmse_tf import evaluate
+    from wmse_tf.linear_probe import ProbeConfig
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # SavedModel INFO lines drown the progress
+    registry = zoo.load(FLAGS.registry)
+    if FLAGS.all == bool(FLAGS.name):
+        raise app.UsageError("give exactly one of --name=<entry> or --all")
+    entries = registry["models"] if FLAGS.all else [zoo.find(registry, FLAGS.name)]
+    if FLAGS.dry_run:
+        for entry in entries:
+            print(" ".join(train_command(entry, os.path.join(FLAGS.runs_dir, entry["name"]), FLAGS.data_dir,
+                                         FLAGS.train_arg)))
+        return 0
+    eval_config = evaluate.EvalConfig(data_dir=FLAGS.data_dir, probe=ProbeConfig(epochs=FLAGS.eval_epochs),
+                                      knn=tuple(FLAGS.knn), limit_train=FLAGS.limit_train,
+                                      limit_test=FLAGS.limit_test)
+    failed = []
+    for entry in entries:
+        try:
+            done = build(entry, FLAGS.runs_dir, FLAGS.export_dir, FLAGS.registry, FLAGS.data_dir,
+                         FLAGS.skip_train, FLAGS.train_arg, eval_config)
+            print(f"published {done['name']} v{done['version']} at {done['export']}", flush=True)
+        except Exception as e:  # one entry failing (e.g. dataset missing) must not stop --all
+            print(f"error: {entry['name']}: {e}", file=sys.stderr, flush=True)
+            failed.append(entry["name"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,131 @@
+"""Features of a folder of images or a registry split, from an exported encoder, to .npz.
+
+  python -m zoo.extract_features --model=zoo/exports/wmse2_fashion_mnist --folder=photos/ --output=f.npz
+  python -m zoo.extract_features --model=... --dataset=fashion_mnist --split=test --output=f.npz
+
+The .npz holds `features` float32 [N, F], `labels` int64 [N] (a folder's class
+sub-directory index in sorted order, or -1 for images directly in the folder;
+the dataset's labels for a split), `filenames` [N] (paths relative to the folder,
+or "<dataset>/<split>/<index>"), `classes` (sub-directory names) and `model`.
+Folders go through the `serving_bytes` signature (decoded and resized inside the
+graph); files TF cannot decode are skipped and listed. Batched, with a progress
+bar, written atomically.
+"""
+
+import os
+
+import numpy as np
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+
+def define_flags():
+    """Defines this script's flags (only when run as a script: the modules are importable)."""
+    flags.DEFINE_string("model", None, "SavedModel version dir, or <name>/ dir (latest version).")
+    flags.DEFINE_string("folder", None, "Folder of images (optionally one sub-folder per class).")
+    flags.DEFINE_string("dataset", None, "Registered dataset name (instead of --folder).")
+    flags.DEFINE_string("split", "test", "Split of --dataset.")
+    flags.DEFINE_string("data_dir", None, "TFDS data dir / image-folder root for --dataset.")
+    flags.DEFINE_string("output", None, "Output .npz path.")
+    flags.DEFINE_integer("batch_size", 64, "Images per batch.")
+    flags.DEFINE_integer("limit", None, "Only the first N images.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def list_images(folder):
+    """(relative paths, labels, class names): class = first sub-directory, -1 at the top level."""
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+    paths, labels = [], []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                rel = os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+                top = rel.split("/")[0]
+                paths.append(rel)
+                labels.append(classes.index(top) if "/" in rel else -1)
+    return paths, np.array(labels, np.int64), classes
+
+
+def folder_features(loaded, folder, batch_size=64, limit=None, progress=True):
+    """Features of every decodable image under `folder`; returns (features, labels, names, skipped, classes)."""
+    import keras
+    import tensorflow as tf
+
+    paths, labels, classes = list_images(folder)
+    if limit is not None:
+        paths, labels = paths[:limit], labels[:limit]
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    sig = loaded.signatures["serving_bytes"]
+
+    def run(blobs):
+        return sig(image_bytes=tf.constant(blobs))["feature_vector"].numpy()
+
+    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
+    feats, keep, skipped = [], [], []
+    for start in range(0, len(paths), batch_size):
+        chunk = list(range(start, min(start + batch_size, len(paths))))
+        blobs = []
+        for i in chunk:
+            with open(os.path.join(folder, paths[i]), "rb") as f:
+                blobs.append(f.read())
+        try:
+            feats.append(run(blobs))
+            keep += chunk
+        except tf.errors.InvalidArgumentError:  # a bad file: retry one by one, skip the bad ones
+            for i, blob in zip(chunk, blobs):
+                try:
+                    feats.append(run([blob]))
+                    keep.append(i)
+                except tf.errors.InvalidArgumentError:
+                    skipped.append(paths[i])
+        if bar:
+            bar.update(chunk[-1] + 1)
+    if not keep:
+        raise ValueError(f"none of the {len(paths)} files under {folder} could be decoded")
+    names = np.array([paths[i] for i in keep])
+    return np.concatenate(feats), labels[keep], names, skipped, classes
+
+
+def split_features(model_path, dataset, split, data_dir=None, batch_size=64, limit=None, progress=True):
+    """Features of a registry split through the SavedModel; returns (features, labels, names)."""
+    from wmse_tf import evaluate
+
+    config = evaluate.EvalConfig(data_dir=data_dir, batch_size=batch_size, progress=progress)
+    x, y = evaluate.eval_split(evaluate.open_model(model_path), dataset, split, config, limit)
+    return x, y, np.array([f"{dataset}/{split}/{i}" for i in range(len(y))])
+
+
+def main(argv):
+    from wmse_tf import export, features
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    if bool(FLAGS.folder) == bool(FLAGS.dataset):
+        raise app.UsageError("give exactly one of --folder or --dataset")
+    version_dir = export.latest_version_dir(FLAGS.model)
+    classes, skipped = [], []
+    if FLAGS.folder:
+        loaded = features.load_saved_model(version_dir)
+        x, y, names, skipped, classes = folder_features(loaded, FLAGS.folder, FLAGS.batch_size, FLAGS.limit,
+                                                        FLAGS.progress)
+    else:
+        x, y, names = split_features(version_dir, FLAGS.dataset, FLAGS.split, FLAGS.data_dir, FLAGS.batch_size,
+                                     FLAGS.limit, FLAGS.progress)
+    features.save_npz(FLAGS.output, features=x, labels=y, filenames=names, classes=np.array(classes, dtype=str),
+                      model=np.array(version_dir))
+    print(f"wrote {FLAGS.output}: features {x.shape}, {len(set(y.tolist()))} label value(s)")
+    if skipped:
+        print(f"skipped {len(skipped)} undecodable file(s), e.g. {skipped[:3]}")
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    flags.mark_flags_as_required(["model", "output"])
+    app.run(main)

@@ -1,0 +1,248 @@
+"""Features from a running TF Serving, over REST or gRPC, with timeouts and retries.
+
+  tensorflow_model_server --port=8500 --rest_api_port=8501 \\
+      --model_name=wmse2_fashion_mnist --model_base_path=$PWD/zoo/exports/wmse2_fashion_mnist
+  python -m zoo.serving_client --rest=http://localhost:8501 --model=wmse2_fashion_mnist --images=a.png,b.jpg
+  python -m zoo.serving_client --grpc=localhost:8500 --model=wmse2_fashion_mnist --images=a.png
+
+Predict is read-only, so failures that say nothing was computed or that may be
+transient are retried with exponential backoff (bounded attempts): connection
+refused/reset/dropped, timeouts, HTTP 502/503/504, gRPC UNAVAILABLE and
+DEADLINE_EXCEEDED. Anything else (4xx, 500, INVALID_ARGUMENT, a malformed body)
+raises `ServingError` at once, naming the URL, the status and the server's message.
+"""
+
+import base64
+import json
+import sys
+import time
+
+import numpy as np
+
+OUTPUT_KEY = "feature_vector"
+RETRY_HTTP = (502, 503, 504)
+
+
+class ServingError(RuntimeError):
+    """A failed request: `url`, `status` (HTTP code, gRPC code name or None), server `message`."""
+
+    def __init__(self, url, status, message, attempts=1):
+        self.url, self.status, self.message, self.attempts = url, status, message, attempts
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"{url}: {status if status is not None else 'no response'}{tries}: {message}")
+
+
+def _backoff(attempt, base, cap):
+    return min(cap, base * 2 ** attempt)
+
+
+def _batches(images, image_bytes, batch_size):
+    from wmse_tf import serving
+
+    if (images is None) == (image_bytes is None):
+        raise ValueError("give exactly one of images (array) or image_bytes (list of encoded images)")
+    if images is not None:
+        arr = serving.check_images(images)
+        signature = "serving_uint8" if arr.dtype == np.uint8 else "serving_default"
+        return signature, "images", [arr[i:i + batch_size] for i in range(0, len(arr), batch_size)]
+    blobs = list(image_bytes)
+    return "serving_bytes", "image_bytes", [blobs[i:i + batch_size] for i in range(0, len(blobs), batch_size)]
+
+
+class RestClient:
+    """TF Serving REST: `POST <base>/v1/models/<model>[/versions/N]:predict`.
+
+    Args:
+      base_url: e.g. "http://localhost:8501".
+      model: the served model name; version: int or None (the latest).
+      timeout: seconds per request (connect and read); retries: extra attempts
+        on retryable failures; backoff, max_backoff: seconds (exponential).
+      columnar: send {"inputs": ...} (else {"instances": ...}).
+
+    Example:
+      >>> feats = RestClient("http://localhost:8501", "wmse2_fashion_mnist").predict(images_uint8)
+    """
+
+    def __init__(self, base_url, model, version=None, timeout=10.0, retries=3, backoff=0.2,
+                 max_backoff=5.0, columnar=False, session=None):
+        import requests
+
+        self.url = f"{base_url.rstrip('/')}/v1/models/{model}" + (f"/versions/{int(version)}" if version else "")
+        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.columnar = columnar
+        self.session = session or requests.Session()
+
+    def _post(self, body):
+        import requests
+
+        url = self.url + ":predict"
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(_backoff(attempt - 1, self.backoff, self.max_backoff))
+            try:
+                r = self.session.post(url, data=json.dumps(body), timeout=self.timeout,
+                                      headers={"Content-Type": "application/json"})
+            except requests.Timeout:
+                last = (None, f"timed out after {self.timeout}s")
+                continue
+            except requests.ConnectionError as e:
+                last = (None, f"connection failed ({type(e).__name__}: {e})")
+                continue
+            if r.status_code in RETRY_HTTP:
+                last = (r.status_code, _server_message(r.text))
+                continue
+            if r.status_code != 200:
+                raise ServingError(url, r.status_code, _server_message(r.text), attempt + 1)
+            try:
+                return r.json()
+            except ValueError:
+                raise ServingError(url, 200, f"malformed body (not JSON): {r.text[:200]!r}", attempt + 1) from None
+        raise ServingError(url, last[0], last[1], self.retries + 1)
+
+    def predict(self, images=None, image_bytes=None, batch_size=64, signature=None):
+        """Features [N, F] of float [0, 1] / uint8 images [N, H, W, 3], or of encoded image bytes."""
+        default_sig, key, batches = _batches(images, image_bytes, batch_size)
+        out = []
+        for batch in batches:
+            if key == "image_bytes":
+                values = [{"b64": base64.b64encode(b).decode("ascii")} for b in batch]
+            else:
+                values = batch.tolist()
+            body = {"signature_name": signature or default_sig}
+            body.update({"inputs": {key: values}} if self.columnar else {"instances": values})
+            out.append(self._parse(self._post(body), len(batch)))
+        return np.concatenate(out)
+
+    def _parse(self, body, n):
+        url = self.url + ":predict"
+        value = body.get("outputs" if self.columnar else "predictions") if isinstance(body, dict) else None
+        if isinstance(value, dict):
+            value = value.get(OUTPUT_KEY)
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            value = [row.get(OUTPUT_KEY) for row in value]
+        try:
+            arr = np.asarray(value, np.float32)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.ndim != 2 or len(arr) != n:
+            raise ServingError(url, 200, f"malformed body: expected {n} feature vectors, got {str(body)[:200]}")
+        return arr
+
+
+def _server_message(text):
+    try:
+        return str(json.loads(text).get("error", text))[:500]
+    except (ValueError, AttributeError):
+        return text[:500]
+
+
+class GrpcClient:
+    """TF Serving gRPC PredictionService.Predict, with the same retry policy.
+
+    Example:
+      >>> feats = GrpcClient("localhost:8500", "wmse2_fashion_mnist").predict(images_uint8)
+    """
+
+    RETRY = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+    def __init__(self, target, model, version=None, timeout=10.0, retries=3, backoff=0.2, max_backoff=5.0):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.target, self.model, self.version = target, model, version
+        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 1 << 28),
+                                                              ("grpc.max_send_message_length", 1 << 28)])
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def _request(self, signature, key, batch):
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model
+        request.model_spec.signature_name = signature
+        if self.version:
+            request.model_spec.version.value = int(self.version)
+        value = np.array(batch, dtype=object) if key == "image_bytes" else batch
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        request.output_filter.append(OUTPUT_KEY)
+        return request
+
+    def _call(self, request):
+        import grpc
+
+        where = f"grpc://{self.target}/{self.model}"
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(_backoff(attempt - 1, self.backoff, self.max_backoff))
+            try:
+                return self.stub.Predict(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                code = e.code().name if e.code() else "UNKNOWN"
+                if code not in self.RETRY:
+                    raise ServingError(where, code, e.details() or "", attempt + 1) from None
+                last = (code, e.details() or "")
+        raise ServingError(where, last[0], last[1], self.retries + 1)
+
+    def predict(self, images=None, image_bytes=None, batch_size=64, signature=None):
+        """Features [N, F]; same arguments as RestClient.predict."""
+        import tensorflow as tf
+
+        default_sig, key, batches = _batches(images, image_bytes, batch_size)
+        out = []
+        for batch in batches:
+            response = self._call(self._request(signature or default_sig, key, batch))
+            if OUTPUT_KEY not in response.outputs:
+                raise ServingError(f"grpc://{self.target}/{self.model}", "OK",
+                                   f"malformed response: no {OUTPUT_KEY!r} in {list(response.outputs)}")
+            out.append(tf.make_ndarray(response.outputs[OUTPUT_KEY]))
+        return np.concatenate(out)
+
+
+def main(argv):
+    from absl import flags
+
+    f = flags.FLAGS
+    if bool(f.rest) == bool(f.grpc):
+        print("error: give exactly one of --rest=URL or --grpc=HOST:PORT", file=sys.stderr)
+        return 2
+    blobs = []
+    for path in f.images:
+        with open(path, "rb") as fh:
+            blobs.append(fh.read())
+    client = (RestClient(f.rest, f.model, f.version, f.timeout, f.retries) if f.rest
+              else GrpcClient(f.grpc, f.model, f.version, f.timeout, f.retries))
+    try:
+        feats = client.predict(image_bytes=blobs, batch_size=f.batch_size)
+    except ServingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path, row in zip(f.images, feats):
+        print(f"{path}: {row.shape[0]} features, |f| = {np.linalg.norm(row):.4f}")
+    if f.output:
+        from wmse_tf import features
+
+        features.save_npz(f.output, features=feats, filenames=np.array(f.images))
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("rest", None, "REST base URL, e.g. http://localhost:8501.")
+    flags.DEFINE_string("grpc", None, "gRPC target, e.g. localhost:8500.")
+    flags.DEFINE_string("model", None, "Served model name.")
+    flags.DEFINE_integer("version", None, "Model version (default: the latest served).")
+    flags.DEFINE_list("images", [], "Image files (JPEG/PNG/...), sent as encoded bytes.")
+    flags.DEFINE_integer("batch_size", 32, "Images per request.")
+    flags.DEFINE_float("timeout", 10.0, "Seconds per request.")
+    flags.DEFINE_integer("retries", 3, "Extra attempts on retryable failures.")
+    flags.DEFINE_string("output", None, "Optional .npz of the features.")
+    flags.mark_flags_as_required(["model", "images"])
+    app.run(main)
