@@ -12,13 +12,12 @@ fastest step, and the peak RSS of a W-MSE 4 step at batch 256.
 
 import argparse
 import resource
-import sys
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.objective import seconds_per_call
 from wmse_tf import encoders, model, objectives
 
 SETTINGS = (("float32", False), ("mixed_bfloat16", False), ("float32", True), ("mixed_bfloat16", True))
@@ -41,14 +40,26 @@ def build(policy, jit, objective, width, emb):
     return m
 
 
-def images_per_second(policy, jit, objective, num_views, batch, width, repeats):
-    m = build(policy, jit, objective, width, objective_emb(batch))
-    rng = np.random.default_rng(0)
-    views = tuple(tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype("float32")) for _ in range(num_views))
-    data = (views, tf.zeros([batch], tf.int64))
-    seconds = seconds_per_call(lambda: m.train_on_batch(data), repeats=repeats, warmup=2)
-    keras.mixed_precision.set_dtype_policy("float32")
-    return batch / seconds
+class Case:
+    """One (setting, objective, views) training step, built once and timed round-robin."""
+
+    def __init__(self, policy, jit, objective, num_views, batch, width):
+        self.model = build(policy, jit, objective, width, objective_emb(batch))
+        keras.mixed_precision.set_dtype_policy("float32")
+        rng = np.random.default_rng(0)
+        views = tuple(tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype("float32"))
+                      for _ in range(num_views))
+        self.data = (views, tf.zeros([batch], tf.int64))
+        self.batch, self.times = batch, []
+        self.step()  # trace / compile
+
+    def step(self):
+        start = time.perf_counter()
+        self.model.train_on_batch(self.data)
+        return time.perf_counter() - start
+
+    def images_per_second(self):
+        return self.batch / float(np.median(self.times))
 
 
 def objective_emb(batch):
@@ -72,18 +83,23 @@ def main():
     print(f"SSLModel train step, ResNet-18 CIFAR stem width {args.width}, 32x32, batch {args.batch} images; "
           f"TF {tf.__version__}, Keras {keras.__version__}, devices {[d.device_type for d in tf.config.list_physical_devices()]}")
     print(f"{'setting':<24} {'bare img/s':>10} {'W-MSE 2':>9} {'W-MSE 4':>9} {'whitening share':>16}")
+    cases = {}
+    for policy, jit in SETTINGS:
+        name = f"{policy}{' +XLA' if jit else ''}"
+        for label, objective, views in (("bare", PlainMSE(), 2), ("wmse2", wmse, 2), ("wmse4", wmse, 4)):
+            cases[name, label] = Case(policy, jit, objective, views, args.batch, args.width)
+    for _ in range(args.repeats):  # round-robin, so load changes hit every setting alike
+        for case in cases.values():
+            case.times.append(case.step())
     results = {}
     for policy, jit in SETTINGS:
         name = f"{policy}{' +XLA' if jit else ''}"
-        bare = images_per_second(policy, jit, PlainMSE(), 2, args.batch, args.width, args.repeats)
-        two = images_per_second(policy, jit, wmse, 2, args.batch, args.width, args.repeats)
-        four = images_per_second(policy, jit, wmse, 4, args.batch, args.width, args.repeats)
+        bare, two, four = (cases[name, k].images_per_second() for k in ("bare", "wmse2", "wmse4"))
         results[name] = (bare, two, four)
         print(f"{name:<24} {bare:>10.1f} {two:>9.1f} {four:>9.1f} {100 * (1 - two / bare):>15.1f}%")
-        sys.stdout.flush()
     base = results["float32"]
     best = max(results, key=lambda k: results[k][1])
-    print(f"\nratios to float32 (W-MSE 2): " + ", ".join(f"{k} {v[1] / base[1]:.2f}x" for k, v in results.items()))
+    print("\nratios to float32 (W-MSE 2): " + ", ".join(f"{k} {v[1] / base[1]:.2f}x" for k, v in results.items()))
     print(f"best setting for W-MSE 2: {best} at {results[best][1]:.1f} img/s")
     if (args.width, args.batch) == (64, 128):
         print(f"vs the reference PyTorch W-MSE 2 (33 img/s measured on this machine class, same "
