@@ -43,6 +43,7 @@ bench: setup
 	$(PY) -m bench.objective
 	$(PY) -m bench.input_pipeline
 	$(PY) -m bench.train_step
+	$(PY) -m bench.methods
 
 clean:
 	rm -rf $(VENV) runs

@@ -12,6 +12,8 @@ fastest step, and the peak RSS of a W-MSE 4 step at batch 256.
 
 import argparse
 import resource
+import subprocess
+import sys
 import time
 
 import keras
@@ -76,7 +78,11 @@ def main():
     parser.add_argument("--batch", type=int, default=128, help="images per step (before views)")
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = the paper's)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rss_probe", action="store_true", help="only print the peak RSS of a W-MSE 4 run")
+    parser.add_argument("--policy", default="float32", help="dtype policy of --rss_probe")
     args = parser.parse_args()
+    if args.rss_probe:
+        return rss_probe(args.width, args.policy)
     if args.quick:
         args.width, args.repeats = 16, 2
     wmse = objectives.WMSE(w_size=args.batch)
@@ -114,10 +120,18 @@ def main():
               f"what the best W-MSE 4 step consumes ({results[best][2]:.1f} img/s)")
     except ImportError as err:  # the data modules are optional for this benchmark
         print(f"input pipeline: skipped ({err})")
-    m = build("float32", False, objectives.WMSE(w_size=128), args.width, 64)
+    probe = subprocess.run([sys.executable, "-m", "bench.train_step", "--rss_probe", f"--width={args.width}",
+                            f"--policy={best.split()[0]}"], capture_output=True, text=True)
+    print(probe.stdout.strip().splitlines()[-1] if probe.returncode == 0 else f"RSS probe failed: {probe.stderr[-500:]}")
+
+
+def rss_probe(width, policy):
+    """Peak RSS of a process that only builds a CIFAR W-MSE 4 model and runs steps at batch 256."""
+    m = build(policy, False, objectives.WMSE(w_size=128), width, 64)
     views = tuple(tf.random.normal([256, 32, 32, 3]) for _ in range(4))
-    m.train_on_batch((views, tf.zeros([256], tf.int64)))
-    print(f"peak RSS after a W-MSE 4 step at batch 256 (float32): {peak_rss_mib():.0f} MiB")
+    for _ in range(2):
+        m.train_on_batch((views, tf.zeros([256], tf.int64)))
+    print(f"peak RSS of a W-MSE 4 run at batch 256 ({policy}, width {width}): {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 import pytest
 from absl import flags
 
-from wmse_tf import config, methods, train
+from wmse_tf import config, distribute, methods, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
@@ -62,7 +62,8 @@ def test_paper_recipes():
 def test_overrides_after_flagfile_and_auto_values():
     cfg = parse(f"--flagfile={ROOT}/configs/cifar10.flags", "--emb=32", "--crop_scale_min=0.3", "--image_size=24")
     assert cfg.emb == 32 and cfg.augment.crop_scale_min == 0.3 and cfg.image_size == 24
-    assert cfg.mixed_precision == "float32" and cfg.jit_compile is False  # auto on a CPU
+    assert cfg.mixed_precision == distribute.resolve_mixed_precision("auto", "cpu")  # auto on a CPU
+    assert cfg.jit_compile is False and cfg.steps_per_execution == 1
     assert parse("--jit_compile=true", "--mixed_precision=mixed_bfloat16").jit_compile is True
 
 

@@ -18,7 +18,8 @@ SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
 
 
 def test_auto_values_per_accelerator():
-    assert distribute.resolve_mixed_precision("auto", "cpu") == "float32"
+    cpu_auto = "mixed_bfloat16" if distribute.cpu_has_bf16() else "float32"
+    assert distribute.resolve_mixed_precision("auto", "cpu") == cpu_auto
     assert distribute.resolve_mixed_precision("auto", "gpu") == "mixed_float16"
     assert distribute.resolve_mixed_precision("auto", "tpu") == "mixed_bfloat16"
     assert distribute.resolve_mixed_precision("float32", "tpu") == "float32"
@@ -133,3 +134,17 @@ def test_multi_worker_command_with_two_local_processes(tmp_path):
     assert results["step"] == 8 and results["final"]["whiten_ok"] == 1.0
     assert (tmp_path / "ckpt-8.index").exists() and (tmp_path / "encoder.keras").exists()
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".worker")]
+
+
+def test_cpu_bf16_detection_reads_cpu_flags(tmp_path):
+    with_bf16 = tmp_path / "bf16"
+    with_bf16.write_text("flags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    without = tmp_path / "plain"
+    without.write_text("flags\t\t: fpu sse avx2\n")
+    assert distribute.cpu_has_bf16(str(with_bf16)) and not distribute.cpu_has_bf16(str(without))
+    assert not distribute.cpu_has_bf16(str(tmp_path / "missing"))
+
+
+def test_steps_per_execution_auto():
+    assert [distribute.resolve_steps_per_execution(0, a) for a in ("cpu", "gpu", "tpu")] == [1, 8, 32]
+    assert distribute.resolve_steps_per_execution(4, "cpu") == 4

@@ -4,8 +4,9 @@ throughput / learning-rate values. The log writers are in `wmse_tf.run_log`.
 They share a `wmse_tf.loop.LoopState` (global step, stop reason) advanced by
 `wmse_tf.loop.TrainLoop`.
 Order matters: a callback sees the keys earlier ones add to `logs`; put
-`Throughput`, `NaNGuard`, `KnnMonitor`, `CheckpointSaver` before the log writers
-(`wmse_tf.run_log`) and the ProgbarLogger last.
+`Throughput`, `NaNGuard`, `KnnMonitor` before the log writers (`wmse_tf.run_log`), then
+`CheckpointSaver` (a kill between a log row and its checkpoint then loses no row), and
+the ProgbarLogger last.
 """
 
 import logging

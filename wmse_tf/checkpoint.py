@@ -33,6 +33,35 @@ class NonFiniteWeightsError(RuntimeError):
     """Refused to write a checkpoint whose weights hold NaN or Inf."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only, ...); the previous one is intact."""
+
+
+# What TF's C++ file system says when a write fails for lack of space or rights.
+_WRITE_FAILURES = ("No space left on device", "Read-only file system", "Permission denied",
+                   "Disk quota exceeded")
+
+
+def is_write_error(error):
+    """True for an OSError, or a TF OpError from a failed file write (ENOSPC, EROFS, EACCES)."""
+    if isinstance(error, OSError):
+        return True
+    return isinstance(error, tf.errors.OpError) and any(m in str(error) for m in _WRITE_FAILURES)
+
+
+def write_error_reason(error):
+    """A one-line reason of a failed write, e.g. "No space left on device: /path"."""
+    if isinstance(error, CheckpointWriteError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f": {error.filename}" if error.filename else "")
+    text = str(error)
+    for marker in _WRITE_FAILURES:
+        if marker in text:
+            return marker
+    return (text.strip().splitlines() or [type(error).__name__])[0][:300]
+
+
 class Checkpointer:
     """tf.train.CheckpointManager over model, optimizer, global step and RNG state.
 
@@ -99,7 +128,27 @@ class Checkpointer:
                 f"refusing to checkpoint step {step}: the model holds NaN/Inf weights; "
                 f"the last good checkpoint ({self.latest}) is kept")
         self.step.assign(int(step))
-        return self.manager.save(checkpoint_number=int(step))
+        try:
+            return self.manager.save(checkpoint_number=int(step))
+        except Exception as e:  # noqa: BLE001 - OSError or a TF OpError, see is_write_error
+            if not is_write_error(e):
+                raise
+            self._remove_partial(int(step))
+            raise CheckpointWriteError(f"could not write checkpoint ckpt-{int(step)} in "
+                                       f"{self.directory} ({write_error_reason(e)})") from e
+
+    def _remove_partial(self, step):
+        """Deletes what a failed save of `step` left (temp shards, unlisted ckpt-<step>.* files)."""
+        prefix = os.path.join(self.directory, f"ckpt-{step}")
+        listed = {os.path.normpath(p) for p in self.candidates()}
+        try:
+            if tf.io.gfile.isdir(prefix + "_temp"):
+                tf.io.gfile.rmtree(prefix + "_temp")
+            if os.path.normpath(prefix) not in listed:
+                for path in tf.io.gfile.glob(prefix + ".*"):
+                    tf.io.gfile.remove(path)
+        except (OSError, tf.errors.OpError) as e:  # e.g. a read-only dir: nothing was written anyway
+            log.warning("could not remove the partial checkpoint %s (%s)", prefix, e)
 
 
 def weights_finite(model):

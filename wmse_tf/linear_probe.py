@@ -15,8 +15,11 @@ Example:
 import dataclasses
 from typing import Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+PROGRESS_CHUNKS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,7 @@ class ProbeConfig:
       standardize: z-score features with the training mean/std first.
       topk: the top-k accuracies to report.
       seed: seed of the initialization and the shuffling.
+      progress: show a progress bar (epochs, in PROGRESS_CHUNKS XLA calls).
     """
 
     epochs: int = 500
@@ -41,6 +45,7 @@ class ProbeConfig:
     standardize: bool = False
     topk: Tuple[int, ...] = (1, 5)
     seed: int = 0
+    progress: bool = False
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -58,15 +63,15 @@ def _init(num_features, num_classes, seed):
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _train(x, y, w, b, lr_start, gamma, weight_decay, seed, epochs, rows):
-    """All epochs of Adam on (w, b) in one XLA program; returns the trained (w, b).
+def _train(x, y, params, m, v, t, first_epoch, lr_start, gamma, weight_decay, seed, epochs, rows):
+    """`epochs` epochs of Adam on params (w, b) from epoch `first_epoch` with Adam state
+    (m, v, t), in one XLA program; returns (params, m, v, t).
 
     `epochs` and `rows` (batch size) are Python ints: XLA needs static batch shapes.
     """
     n = x.shape[0]
     steps = n // rows
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    zeros = (tf.zeros_like(w), tf.zeros_like(b))
 
     def epoch_body(epoch, params, m, v, t):
         perm = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed, epoch])))
@@ -97,9 +102,9 @@ def _train(x, y, w, b, lr_start, gamma, weight_decay, seed, epochs, rows):
             lambda s, *_: s < steps, step_body, (0, params, m, v, t))
         return epoch + 1, params, m, v, t
 
-    _, params, _, _, _ = tf.while_loop(
-        lambda e, *_: e < epochs, epoch_body, (0, (w, b), zeros, zeros, tf.constant(0.0)))
-    return params
+    _, params, m, v, t = tf.while_loop(
+        lambda e, *_: e < first_epoch + epochs, epoch_body, (first_epoch, params, m, v, t))
+    return params, m, v, t
 
 
 def standardizer(train_x):
@@ -115,12 +120,25 @@ def train_linear(train_x, train_y, num_classes, config=ProbeConfig()):
         raise ValueError(f"train_linear: {x.shape[0]} feature rows but {y.shape[0]} labels")
     if int(tf.reduce_min(y)) < 0 or int(tf.reduce_max(y)) >= num_classes:
         raise ValueError(f"train_linear: labels must be in [0, {num_classes}) (unlabelled rows removed)")
-    w, b = _init(x.shape[1], num_classes, config.seed)
+    params = _init(x.shape[1], num_classes, config.seed)
+    m = v = (tf.zeros_like(params[0]), tf.zeros_like(params[1]))
+    t = tf.constant(0.0)
     gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
-    w, b = _train(x, y, w, b, tf.constant(config.lr_start, tf.float32), tf.constant(gamma, tf.float32),
-                  tf.constant(config.weight_decay, tf.float32), tf.constant(config.seed),
-                  config.epochs, min(config.batch_size, x.shape[0]))
-    return w.numpy(), b.numpy()
+    consts = (tf.constant(config.lr_start, tf.float32), tf.constant(gamma, tf.float32),
+              tf.constant(config.weight_decay, tf.float32), tf.constant(config.seed))
+    # One XLA call for all epochs; with progress, PROGRESS_CHUNKS calls carrying the Adam state
+    # (same result: the lr and the shuffling depend on the global epoch index only).
+    chunk = -(-config.epochs // PROGRESS_CHUNKS) if config.progress else config.epochs
+    bar = keras.utils.Progbar(config.epochs, unit_name="epoch") if config.progress else None
+    done = 0
+    while done < config.epochs:
+        n = min(chunk, config.epochs - done)
+        params, m, v, t = _train(x, y, params, m, v, t, tf.constant(done), *consts, n,
+                                 min(config.batch_size, x.shape[0]))
+        done += n
+        if bar:
+            bar.update(done)
+    return params[0].numpy(), params[1].numpy()
 
 
 def topk_accuracy(logits, labels, topk=(1, 5)):

@@ -77,8 +77,8 @@ def check_images(images, name="images", dtypes=("float32", "uint8")):
     arr = np.asarray(images)
     if arr.dtype == np.float64:
         arr = arr.astype(np.float32)
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape {_SHAPE_HELP} (RGB, channels last), got "
+    if arr.ndim != 4 or arr.shape[-1] != 3 or 0 in arr.shape[1:3]:  # as assert_images in the graph
+        raise ValueError(f"{name} must have shape {_SHAPE_HELP} (RGB, channels last, H, W > 0), got "
                          f"shape {arr.shape}; add a batch axis or tile grayscale to 3 channels")
     if arr.dtype.name not in dtypes:
         raise ValueError(f"{name} must have dtype {' or '.join(dtypes)}, got {arr.dtype}")
@@ -171,8 +171,13 @@ class EncoderModule(tf.Module):
             self.__call__.get_concrete_function(_IMAGES_F32, training=training)
 
     def _features(self, images, training):
-        x = to_model_size(assert_images(images), self.spec)
-        return tf.cast(self._encoder(normalize(x, self.spec), training=training), tf.float32)
+        x = normalize(to_model_size(assert_images(images), self.spec), self.spec)
+        # An empty batch gets [0, F] features: Keras' Conv2D returns its input for an
+        # empty batch and the next layer then fails with an obscure shape error.
+        num_features = int(self._encoder.output.shape[-1])
+        return tf.cond(tf.shape(x)[0] > 0,
+                       lambda: tf.cast(self._encoder(x, training=training), tf.float32),
+                       lambda: tf.zeros([0, num_features], tf.float32))
 
     @tf.function
     def __call__(self, images, training=False):

@@ -5,8 +5,10 @@
 
 The only module that reads absl FLAGS: they become one validated, frozen
 `wmse_tf.config.TrainConfig` handed to `wmse_tf.trainer.run`. A run resumes from
-model_dir's newest checkpoint automatically. Exit codes: 0 done, 2 bad flags,
-3 NaN/Inf loss, 128 + N stopped by signal N (after checkpointing). See docs/training.md.
+model_dir's newest checkpoint automatically. Exit codes: 0 done, 2 bad flags (or model_dir
+locked by another run), 3 NaN/Inf loss, 4 a write to model_dir failed (disk full, read-only;
+the last checkpoint is intact), 128 + N stopped by signal N (after checkpointing). See
+docs/training.md and docs/reliability.md.
 """
 
 import dataclasses
@@ -70,9 +72,11 @@ flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu (default:
 flags.DEFINE_bool("whiten_across_replicas", False,
                   "Gather the projections of all replicas so whitening sees the global batch.")
 flags.DEFINE_enum("mixed_precision", "auto", ["auto", *config_lib.PRECISIONS],
-                  "Compute dtype policy; auto: float32 on CPU, mixed_float16 on GPU, mixed_bfloat16 on TPU.")
+                  "Compute dtype policy; auto: mixed_bfloat16 on CPUs with native bf16 (else float32), "
+                  "mixed_float16 on GPU, mixed_bfloat16 on TPU.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA for the train step; auto: on for GPU/TPU.")
-flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.")
+flags.DEFINE_integer("steps_per_execution", 0,
+                     "Train steps per tf.function call; 0 = auto: 1 on CPU, 8 on GPU, 32 on TPU.")
 # Run.
 flags.DEFINE_string("model_dir", None, "Checkpoints, logs, flags.json (default runs/<dataset>_<method>).")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order, augmentation and permutations.")
@@ -106,7 +110,8 @@ def config_from_flags(values=FLAGS):
     base = values.dataset.partition(":")[0]
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     kwargs = {name: values[name].value for name in fields if name in values and name not in
-              ("augment", "stem", "mixed_precision", "jit_compile", "model_dir", "lr_drop_epochs", "devices")}
+              ("augment", "stem", "mixed_precision", "jit_compile", "model_dir", "lr_drop_epochs", "devices",
+               "steps_per_execution")}
     try:
         drops = tuple(int(x) for x in values.lr_drop_epochs)
     except ValueError:
@@ -119,7 +124,8 @@ def config_from_flags(values=FLAGS):
     cfg = config_lib.TrainConfig(
         **kwargs, augment=aug, stem=stem, lr_drop_epochs=drops, devices=tuple(values.devices),
         mixed_precision=distribute.resolve_mixed_precision(values.mixed_precision, accel),
-        jit_compile=jit, model_dir=values.model_dir or f"runs/{base}_{values.method}")
+        jit_compile=jit, model_dir=values.model_dir or f"runs/{base}_{values.method}",
+        steps_per_execution=distribute.resolve_steps_per_execution(values.steps_per_execution, accel))
     return cfg.validate()
 
 

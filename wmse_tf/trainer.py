@@ -23,10 +23,11 @@ from wmse_tf import callbacks as cb
 from wmse_tf import checkpoint as ckpt_lib
 from wmse_tf import config as config_lib
 from wmse_tf import data, distribute, encoders, methods, pipeline, run_log, schedules
+from wmse_tf import lock as lock_lib
 from wmse_tf.loop import LoopState, TrainLoop
 
 log = logging.getLogger(__name__)
-EXIT_OK, EXIT_CONFIG, EXIT_NAN = 0, 2, 3  # a signal stop exits with 128 + signal number
+EXIT_OK, EXIT_CONFIG, EXIT_NAN, EXIT_IO = 0, 2, 3, 4  # a signal stop exits with 128 + signal number
 
 
 def build_model(cfg, total_steps=None):
@@ -150,10 +151,12 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
     monitor = knn_monitor(cfg, model.encoder)
     if monitor is not None:
         callbacks.append(monitor)
-    callbacks.append(cb.CheckpointSaver(checkpointer, state, cfg.checkpoint_every, scratch_dir))
     if chief:
         callbacks += [run_log.MetricsLog(cfg.model_dir, state),
                       run_log.TensorBoardScalars(os.path.join(cfg.model_dir, "tb"), state, cfg.log_every)]
+    # After the log writers: a kill between the two then leaves a log row past the checkpoint
+    # (dropped on resume), never a checkpoint whose epoch row is missing from log.jsonl.
+    callbacks.append(cb.CheckpointSaver(checkpointer, state, cfg.checkpoint_every, scratch_dir))
     verbose = cfg.verbose if chief else 0
     if verbose:
         callbacks.append(keras.callbacks.ProgbarLogger())
@@ -162,12 +165,35 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
 
 
 def run(cfg):
-    """Trains as `cfg` says; returns the exit code (0 done, 2 config, 3 NaN, 128+sig)."""
+    """Trains as `cfg` says; returns the exit code (0 done, 2 config/locked, 3 NaN, 4 write failed, 128+sig)."""
     strategy = distribute.make_strategy(cfg.strategy, cfg.devices, cfg.cpu_replicas, cfg.tpu)
     cfg.validate_replicas(strategy.num_replicas_in_sync)
     chief = distribute.is_chief(strategy)
     scratch = distribute.worker_dir(cfg.model_dir, strategy)
     tf.io.gfile.makedirs(cfg.model_dir)
+    run_lock = lock_lib.RunLock(cfg.model_dir)
+    if chief:  # one writer per model_dir, taken before anything is written there
+        try:
+            run_lock.acquire()
+        except lock_lib.LockedError as e:
+            raise config_lib.ConfigError(str(e)) from None
+    try:
+        return _run(cfg, strategy, chief, scratch)
+    except Exception as e:  # noqa: BLE001 - only failed writes (disk full, read-only) are handled
+        if not ckpt_lib.is_write_error(e):
+            raise
+        latest = tf.train.latest_checkpoint(cfg.model_dir)
+        reason = ckpt_lib.write_error_reason(e)
+        print(f"error: cannot write to --model_dir={cfg.model_dir}: {reason}. The last complete "
+              f"checkpoint is {latest} (intact; the next run resumes from it). Free disk space or make "
+              "the directory writable, then rerun the same command.", file=sys.stderr, flush=True)
+        return EXIT_IO
+    finally:
+        run_lock.release()
+
+
+def _run(cfg, strategy, chief, scratch):
+    """The body of `run`, with model_dir locked."""
     resuming = check_resume(cfg, cfg.model_dir)
     spe = steps_per_epoch(cfg, count_images(cfg, cfg.model_dir if chief else None))
     total = cfg.epochs * spe

@@ -7,7 +7,7 @@
 
 Predict is read-only, so failures that say nothing was computed or that may be
 transient are retried with exponential backoff (bounded attempts): connection
-refused/reset/dropped, timeouts, HTTP 502/503/504, gRPC UNAVAILABLE and
+refused/reset/dropped (also mid-response), timeouts, HTTP 502/503/504, gRPC UNAVAILABLE and
 DEADLINE_EXCEEDED. Anything else (4xx, 500, INVALID_ARGUMENT, a malformed body)
 raises `ServingError` at once, naming the URL, the status and the server's message.
 """
@@ -88,6 +88,9 @@ class RestClient:
                 continue
             except requests.ConnectionError as e:
                 last = (None, f"connection failed ({type(e).__name__}: {e})")
+                continue
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as e:
+                last = (None, f"response cut off mid-body ({type(e).__name__}: {e})")  # connection dropped
                 continue
             if r.status_code in RETRY_HTTP:
                 last = (r.status_code, _server_message(r.text))
