@@ -99,7 +99,8 @@ class Checkpointer:
         paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
         if state.model_checkpoint_path not in paths:
             paths.append(state.model_checkpoint_path)
-        paths = [p if os.path.isabs(p) or "://" in p else os.path.join(self.restore_dir, p) for p in paths]
+        # get_checkpoint_state already prefixes relative entries with restore_dir (joining
+        # again broke resuming a relative --model_dir such as runs/fashion_mnist).
         return sorted(set(paths), key=_step_of, reverse=True)
 
     def restore(self):

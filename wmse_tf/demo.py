@@ -1,0 +1,249 @@
+"""The CPU demo (`make demo`): train W-MSE on Fashion-MNIST, evaluate, plot, export.
+
+  python -m wmse_tf.demo                                   # configs/fashion_mnist.flags
+  python -m wmse_tf.demo --flagfile=configs/smoke.flags --probe_epochs=20   # any train flags
+
+Steps, all in one process:
+  1. `wmse_tf.trainer.run` with the train flags (default flagfile
+     configs/fashion_mnist.flags; any `wmse_tf.train` flag overrides it);
+  2. frozen-feature evaluation on the full train/test splits of three feature sets:
+     the trained encoder, the same architecture with random weights, raw pixels;
+     linear probe (`wmse_tf.linear_probe`, `--probe_epochs`) and 5-NN (cosine and
+     Euclidean, `wmse_tf.knn`), printed as one table with the protocol;
+  3. PNGs: training curves and a 2-D map (t-SNE or PCA) of test features by class;
+  4. SavedModel export in the zoo layout (`<export_dir>/<name>/<version>/` with
+     model_card.json holding the flags and these metrics);
+  5. `<model_dir>/demo_results.json` and a summary of where everything went.
+A finished run in `--model_dir` is not retrained (trainer.run resumes / skips).
+Exit codes: those of `wmse_tf.train` (2 bad flags, 3 NaN), 1 dataset missing.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from wmse_tf import train as train_cli  # defines the training flags
+
+FLAGS = flags.FLAGS
+DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "configs", "fashion_mnist.flags")
+flags.DEFINE_integer("probe_epochs", 500, "Linear-probe epochs (500: the reference protocol).")
+flags.DEFINE_integer("eval_limit_train", 0, "Use only the first N train images for evaluation (0 = all).")
+flags.DEFINE_integer("eval_limit_test", 0, "Use only the first N test images for evaluation (0 = all).")
+flags.DEFINE_enum("map", "tsne", ["tsne", "pca"], "2-D map of test features.")
+flags.DEFINE_integer("map_points", 2000, "Test images in the 2-D map.")
+flags.DEFINE_bool("pixels", True, "Evaluate raw pixels as a baseline.")
+flags.DEFINE_string("demo_export_dir", "zoo/exports", "Export dir when --export_dir is not given.")
+
+INSTALL_HINT = ("Fashion-MNIST not found. On Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` "
+                "(IDX files in /usr/share/datasets/fashion-mnist/); elsewhere: `tfds build fashion_mnist "
+                "--data_dir=DIR` and pass --data_dir=DIR, or put the four *-ubyte.gz files of "
+                "github.com/zalandoresearch/fashion-mnist into DIR/fashion-mnist/.")
+KNN_SPECS = ("cosine:5", "euclidean:5")
+
+
+def check_data(cfg):
+    """None, or the message saying how to get the dataset."""
+    from wmse_tf import data
+
+    try:
+        data.load(cfg.dataset, cfg.train_split, cfg.data_dir)
+    except data.DatasetNotFoundError as e:
+        return f"{INSTALL_HINT}\n({e})" if cfg.dataset.startswith("fashion_mnist") else str(e)
+    return None
+
+
+def pixel_features(dataset, split, data_dir, limit):
+    """Raw pixels in [0, 1], flattened (the first channel only: gray images are tiled to RGB)."""
+    import numpy as np
+
+    from wmse_tf import data
+
+    ds = data.load(dataset, split, data_dir)
+    if limit:
+        ds = ds.take(limit)
+    x, y, gray = [], [], None
+    for images, labels in ds.batch(4096).as_numpy_iterator():
+        if gray is None:  # decided on the first batch, so that every row has the same length
+            gray = bool(np.ptp(images.astype(np.int16), axis=-1).max() == 0)
+        images = images[..., :1] if gray else images
+        x.append(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+        y.append(labels)
+    return np.concatenate(x), np.concatenate(y)
+
+
+def evaluate_all(cfg, probe_epochs, limit_train, limit_test, pixels=True):
+    """{row name: results} for the encoder, random weights and raw pixels; and the test features."""
+    from wmse_tf import data, evaluate
+    from wmse_tf.linear_probe import ProbeConfig
+
+    meta = data.info(cfg.dataset)
+    econf = evaluate.EvalConfig(data_dir=cfg.data_dir, probe=ProbeConfig(epochs=probe_epochs, progress=True),
+                                knn=KNN_SPECS, limit_train=limit_train or None,
+                                limit_test=limit_test or None, progress=True)
+    rows, test_feats = {}, {}
+    names = [("W-MSE encoder", False), ("same encoder, random weights", True)]
+    for name, random_init in names:
+        print(f"\n[eval] {name}: features of {meta.train_split} and {meta.test_split}", flush=True)
+        model = evaluate.open_model(cfg.model_dir, random_init=random_init, seed=cfg.seed)
+        train = evaluate.eval_split(model, cfg.dataset, meta.train_split, econf, econf.limit_train)
+        test = evaluate.eval_split(model, cfg.dataset, meta.test_split, econf, econf.limit_test)
+        print(f"[eval] {name}: linear probe ({probe_epochs} epochs) and 5-NN", flush=True)
+        rows[name] = evaluate.evaluate_features(*train, *test, econf, meta.num_classes)
+        rows[name].update(num_train=len(train[1]), num_test=len(test[1]), num_features=int(train[0].shape[1]))
+        test_feats[name] = test
+    if pixels:
+        print("\n[eval] raw pixels: linear probe and 5-NN", flush=True)
+        train = pixel_features(cfg.dataset, meta.train_split, cfg.data_dir, limit_train)
+        test = pixel_features(cfg.dataset, meta.test_split, cfg.data_dir, limit_test)
+        rows["raw pixels"] = evaluate.evaluate_features(*train, *test, econf, meta.num_classes)
+        rows["raw pixels"].update(num_train=len(train[1]), num_test=len(test[1]),
+                                  num_features=int(train[0].shape[1]))
+    return rows, test_feats, econf
+
+
+def protocol_text(cfg, econf, rows):
+    from wmse_tf import evaluate
+
+    first = next(iter(rows.values()))
+    return (f"{cfg.dataset}: fit on {first['num_train']} train images, scored on {first['num_test']} test "
+            f"images; frozen features of the un-augmented {cfg.image_size}x{cfg.image_size} images "
+            f"(raw pixels: the stored images, flattened, in [0, 1]). Linear: {evaluate.protocol(econf.probe)}. "
+            "5-NN: k=5, majority vote, cosine (L2-normalized features) and Euclidean (raw features).")
+
+
+def format_table(rows, protocol):
+    head = ("features", "dim", "linear top-1", "linear top-5", "5-NN cosine", "5-NN Euclid.")
+    lines = [head]
+    for name, r in rows.items():
+        lin = r.get("linear", {})
+        lines.append((name, str(r["num_features"]), f"{100 * lin.get('top1', float('nan')):.2f}",
+                      f"{100 * lin.get('top5', float('nan')):.2f}",
+                      f"{100 * r['knn']['cosine:5']['top1']:.2f}", f"{100 * r['knn']['euclidean:5']['top1']:.2f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    fmt = lambda line: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                 for i, (c, w) in enumerate(zip(line, widths)))
+    out = [fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines[1:]]
+    return "\n".join(out + ["", "protocol: " + protocol])
+
+
+def export_model(cfg, export_dir, metrics):
+    """SavedModel + model card of the run's encoder.keras; returns the version dir."""
+    import keras
+
+    from wmse_tf import export, serving
+
+    encoder = keras.saving.load_model(os.path.join(cfg.model_dir, "encoder.keras"), compile=False)
+    aug = cfg.augment
+    spec = serving.InputSpec(aug.image_size, tuple(aug.mean), tuple(aug.std), aug.eval_resize)
+    name = cfg.export_name or f"wmse{cfg.num_views}_{cfg.dataset.partition(':')[0]}"
+    version = cfg.export_version or None
+    return export.export_encoder(encoder, export_dir, name, version, dataset=cfg.dataset, spec=spec,
+                                 card={"flags": cfg.to_dict(), "metrics": metrics},
+                                 overwrite=bool(version))
+
+
+def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", map_points=2000,
+        pixels=True, export_dir="zoo/exports"):
+    """The whole demo for a TrainConfig; returns (exit code, results dict or None)."""
+    from wmse_tf import export, plots, trainer
+
+    t0 = time.time()
+    problem = check_data(cfg)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1, None
+    export_dir = cfg.export_dir or export_dir
+    cfg = dataclasses.replace(cfg, export_dir="")  # exported below, with the evaluation in its card
+    print(f"[train] {cfg.method} on {cfg.dataset}: {cfg.arch} width {cfg.width}, {cfg.image_size}px, "
+          f"{cfg.num_views} views, batch {cfg.batch_size}, {cfg.epochs} epochs -> {cfg.model_dir}", flush=True)
+    code = trainer.run(cfg)
+    if code != 0:
+        return code, None
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # k-NN retracing notices (one per query-chunk shape)
+    t_train = time.time() - t0
+    rows, test_feats, econf = evaluate_all(cfg, probe_epochs, limit_train, limit_test, pixels)
+    protocol = protocol_text(cfg, econf, rows)
+    table = format_table(rows, protocol)
+    t_eval = time.time() - t0 - t_train
+
+    print("\n[plots]", flush=True)
+    plot_dir = os.path.join(cfg.model_dir, "plots")
+    rnd = rows["same encoder, random weights"]["knn"]["cosine:5"]["top1"]
+    curves = plots.training_curves(cfg.model_dir, os.path.join(plot_dir, "training_curves.png"),
+                                   baselines={"random weights (full test set)": rnd})
+    names = plots.FASHION_MNIST_CLASSES if cfg.dataset == "fashion_mnist" else None
+    fmap = plots.feature_map({k: test_feats[k] for k in ("same encoder, random weights", "W-MSE encoder")},
+                             os.path.join(plot_dir, f"feature_map_{map_method}.png"), map_method, names,
+                             map_points, cfg.seed)
+
+    train_results = _read_json(os.path.join(cfg.model_dir, "results.json"))
+    metrics = {"protocol": protocol, "rows": rows, "training": train_results}
+    print("\n[export]", flush=True)
+    version_dir = export_model(cfg, export_dir, metrics)
+    results = {
+        "table": table, "protocol": protocol, "rows": rows, "training": train_results,
+        "seconds": {"train": round(t_train, 1), "evaluate": round(t_eval, 1),
+                    "total": round(time.time() - t0, 1)},
+        "paths": {"model_dir": cfg.model_dir, "checkpoints": cfg.model_dir,
+                  "tensorboard": os.path.join(cfg.model_dir, "tb"),
+                  "log": os.path.join(cfg.model_dir, "log.csv"),
+                  "encoder": os.path.join(cfg.model_dir, "encoder.keras"),
+                  "export": version_dir, "model_card": os.path.join(version_dir, export.CARD_NAME),
+                  "training_curves": curves, "feature_map": fmap,
+                  "metrics": os.path.join(cfg.model_dir, "demo_results.json")},
+        "command": " ".join(["python -m wmse_tf.demo", *sys.argv[1:]]),
+    }
+    export.write_json(results["paths"]["metrics"], results)
+    print("\n" + table)
+    print(f"\ntime: {results['seconds']['total']:.0f} s (training {t_train:.0f} s, evaluation {t_eval:.0f} s)")
+    print("written:")
+    for key in ("checkpoints", "tensorboard", "log", "encoder", "export", "model_card", "training_curves",
+                "feature_map", "metrics"):
+        print(f"  {key:<16} {results['paths'][key]}")
+    print(f"  (tensorboard --logdir {results['paths']['tensorboard']}; "
+          f"serve: tensorflow_model_server --model_base_path={os.path.abspath(os.path.dirname(version_dir))})")
+    return 0, results
+
+
+def _read_json(path):
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
+        return 2
+    from wmse_tf import config as config_lib
+
+    try:
+        cfg = train_cli.config_from_flags()
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if FLAGS.print_config:
+        print(cfg.to_json())
+        return 0
+    code, _ = run(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test, FLAGS.map,
+                  FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir)
+    return code
+
+
+def with_default_flagfile(argv):
+    """argv with --flagfile=configs/fashion_mnist.flags first unless a flagfile is given."""
+    if any(a.startswith(("--flagfile", "-flagfile")) for a in argv[1:]):
+        return argv
+    return [argv[0], f"--flagfile={DEFAULT_FLAGFILE}", *argv[1:]]
+
+
+if __name__ == "__main__":
+    app.run(main, argv=with_default_flagfile(sys.argv))
