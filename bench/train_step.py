@@ -1,16 +1,20 @@
 """Training-step throughput of SSLModel (W-MSE) per precision/XLA setting, in one run.
 
-Run: python -m bench.train_step [--quick] [--batch 128] [--width 64]
+Run: python -m bench.train_step [--quick] [--all] [--batch 128] [--width 64] [--reference_python PY]
 
 ResNet-18 with the CIFAR stem, 32x32 images, emb 64 (32 below batch 128), w_size =
 the batch (one whitening sub-batch per view, as W-MSE at batch 128), Adam. For each setting it prints images/s
 (source images, each with V views) for W-MSE 2 and W-MSE 4 and a bare step (same
 encoder + projector, plain MSE between 2 views, no whitening), then the ratios
 between settings, the whitening's share, the input pipeline's headroom over the
-fastest step, and the peak RSS of a W-MSE 4 step at batch 256.
+fastest step, and the peak RSS of a W-MSE 4 step at batch 256. XLA is timed for W-MSE 2
+only unless --all (it is slower on CPUs, and each XLA compile costs a minute there).
+The PyTorch reference (bench/reference_torch.py) is timed in the same run when a Python
+with torch is found (--reference_python, default: this one if it imports torch).
 """
 
 import argparse
+import importlib.util
 import resource
 import subprocess
 import sys
@@ -78,6 +82,9 @@ def main():
     parser.add_argument("--batch", type=int, default=128, help="images per step (before views)")
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = the paper's)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--all", action="store_true", help="also time XLA for the bare and W-MSE 4 steps")
+    parser.add_argument("--reference_python", default="",
+                        help="Python with torch for the PyTorch reference step ('none' to skip)")
     parser.add_argument("--rss_probe", action="store_true", help="only print the peak RSS of a W-MSE 4 run")
     parser.add_argument("--policy", default="float32", help="dtype policy of --rss_probe")
     args = parser.parse_args()
@@ -93,6 +100,8 @@ def main():
     for policy, jit in SETTINGS:
         name = f"{policy}{' +XLA' if jit else ''}"
         for label, objective, views in (("bare", PlainMSE(), 2), ("wmse2", wmse, 2), ("wmse4", wmse, 4)):
+            if jit and label != "wmse2" and not args.all:
+                continue
             cases[name, label] = Case(policy, jit, objective, views, args.batch, args.width)
     for _ in range(args.repeats):  # round-robin, so load changes hit every setting alike
         for case in cases.values():
@@ -100,29 +109,52 @@ def main():
     results = {}
     for policy, jit in SETTINGS:
         name = f"{policy}{' +XLA' if jit else ''}"
-        bare, two, four = (cases[name, k].images_per_second() for k in ("bare", "wmse2", "wmse4"))
+        bare, two, four = (cases[name, k].images_per_second() if (name, k) in cases else float("nan")
+                           for k in ("bare", "wmse2", "wmse4"))
         results[name] = (bare, two, four)
-        print(f"{name:<24} {bare:>10.1f} {two:>9.1f} {four:>9.1f} {100 * (1 - two / bare):>15.1f}%")
+        share = f"{100 * (1 - two / bare):>15.1f}%" if bare == bare else f"{'-':>16}"
+        cells = [f"{v:>{w}.1f}" if v == v else f"{'-':>{w}}" for v, w in ((bare, 10), (two, 9), (four, 9))]
+        print(f"{name:<24} {' '.join(cells)} {share}")
     base = results["float32"]
     best = max(results, key=lambda k: results[k][1])
+    best4 = max((k for k in results if results[k][2] == results[k][2]), key=lambda k: results[k][2])
     print("\nratios to float32 (W-MSE 2): " + ", ".join(f"{k} {v[1] / base[1]:.2f}x" for k, v in results.items()))
-    print(f"best setting for W-MSE 2: {best} at {results[best][1]:.1f} img/s")
-    if (args.width, args.batch) == (64, 128):
-        print(f"vs the reference PyTorch W-MSE 2 (33 img/s measured on this machine class, same "
-              f"encoder and batch): {results[best][1] / 33:.2f}x")
+    print(f"best setting for W-MSE 2: {best} at {results[best][1]:.1f} img/s "
+          f"({2 * results[best][1]:.1f} encoder images/s, 2 views each)")
+    reference = reference_images_per_second(args)
+    if reference:
+        print(f"PyTorch reference W-MSE 2 step (bench/reference_torch.py), same encoder and batch: "
+              f"{reference:.1f} img/s; best wmse_tf setting / reference = {results[best][1] / reference:.2f}x")
     try:
         from bench.input_pipeline import images_per_second as pipeline_ips
         from wmse_tf import augment, pipeline
         ds = pipeline.ssl_dataset("synthetic:size=32,train=4096", "train", args.batch, 4,
                                   augment.recipe("cifar10"), seed=0, repeat=True)
         ips = pipeline_ips(ds, 10)
-        print(f"input pipeline (4 views, CIFAR recipe): {ips:.0f} img/s = {ips / results[best][2]:.1f}x "
-              f"what the best W-MSE 4 step consumes ({results[best][2]:.1f} img/s)")
+        print(f"input pipeline (4 views, CIFAR recipe): {ips:.0f} img/s = {ips / results[best4][2]:.1f}x "
+              f"what the best W-MSE 4 step consumes ({results[best4][2]:.1f} img/s)")
     except ImportError as err:  # the data modules are optional for this benchmark
         print(f"input pipeline: skipped ({err})")
     probe = subprocess.run([sys.executable, "-m", "bench.train_step", "--rss_probe", f"--width={args.width}",
                             f"--policy={best.split()[0]}"], capture_output=True, text=True)
     print(probe.stdout.strip().splitlines()[-1] if probe.returncode == 0 else f"RSS probe failed: {probe.stderr[-500:]}")
+
+
+def reference_images_per_second(args):
+    """img/s of the PyTorch reference step run in a subprocess, or None (torch not found / failed)."""
+    python = args.reference_python or (sys.executable if importlib.util.find_spec("torch") else "")
+    if not python or python == "none":
+        print("PyTorch reference: skipped (no Python with torch; pass --reference_python=PATH, "
+              "e.g. a venv with `pip install torch`)")
+        return None
+    proc = subprocess.run([python, "-m", "bench.reference_torch", f"--batch={args.batch}", f"--width={args.width}",
+                           f"--emb={objective_emb(args.batch)}", f"--repeats={args.repeats}"],
+                          capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("reference img/s")]
+    if proc.returncode != 0 or not lines:
+        print(f"PyTorch reference failed ({python}): {proc.stderr[-300:]}")
+        return None
+    return float(lines[-1].split()[-1])
 
 
 def rss_probe(width, policy):

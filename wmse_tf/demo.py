@@ -220,19 +220,9 @@ def _read_json(path):
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
-        return 2
-    from wmse_tf import config as config_lib
-
-    try:
-        cfg = train_cli.config_from_flags()
-    except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if FLAGS.print_config:
-        print(cfg.to_json())
-        return 0
+    cfg, code = train_cli.config_or_exit(argv)
+    if cfg is None:
+        return code
     code, _ = run(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test, FLAGS.map,
                   FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir)
     return code

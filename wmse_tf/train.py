@@ -129,19 +129,27 @@ def config_from_flags(values=FLAGS):
     return cfg.validate()
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (e.g. per checkpoint) drown the progress bar
+def config_or_exit(argv):
+    """(config, None) to run, or (None, exit code) after an error message or --print_config."""
     if len(argv) > 1:
         print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
-        return 2
+        return None, 2
     try:
         cfg = config_from_flags()
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return None, 2
     if FLAGS.print_config:
         print(cfg.to_json())
-        return 0
+        return None, 0
+    return cfg, None
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # TF's INFO lines (e.g. per checkpoint) drown the progress bar
+    cfg, code = config_or_exit(argv)
+    if cfg is None:
+        return code
     from wmse_tf import trainer  # imported late: --print_config needs no TF runtime
 
     try:
