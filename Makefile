@@ -6,6 +6,7 @@ STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST  := $(PY) -m pytest -q -p no:cacheprovider
 
+# make bench TORCH_PY=/path/to/python-with-torch also times the PyTorch reference step.
 .PHONY: setup demo test test-slow test-all bench clean
 
 setup: $(STAMP) $(FMNIST)
@@ -42,7 +43,7 @@ test-all: setup
 bench: setup
 	$(PY) -m bench.objective
 	$(PY) -m bench.input_pipeline
-	$(PY) -m bench.train_step
+	$(PY) -m bench.train_step $(if $(TORCH_PY),--reference_python=$(TORCH_PY))
 	$(PY) -m bench.methods
 
 clean:

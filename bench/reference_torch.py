@@ -106,6 +106,7 @@ def main():
 
     step()  # warm-up
     times = [step() for _ in range(args.repeats)]
+    print("step seconds", [round(t, 2) for t in times])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"reference img/s {args.batch / float(np.median(times)):.2f}")
 

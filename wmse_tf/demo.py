@@ -132,11 +132,9 @@ def format_table(rows, protocol):
 
 def export_model(cfg, export_dir, metrics):
     """SavedModel + model card of the run's encoder.keras; returns the version dir."""
-    import keras
+    from wmse_tf import encoders, export, serving
 
-    from wmse_tf import export, serving
-
-    encoder = keras.saving.load_model(os.path.join(cfg.model_dir, "encoder.keras"), compile=False)
+    encoder = encoders.load(os.path.join(cfg.model_dir, "encoder.keras"))
     aug = cfg.augment
     spec = serving.InputSpec(aug.image_size, tuple(aug.mean), tuple(aug.std), aug.eval_resize)
     name = cfg.export_name or f"wmse{cfg.num_views}_{cfg.dataset.partition(':')[0]}"

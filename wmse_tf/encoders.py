@@ -10,6 +10,8 @@ has no ResNet-18, so the blocks are written here (torchvision layout).
 
 import keras
 
+from wmse_tf.batchnorm import FusedBatchNorm
+
 STEMS = ("cifar", "small", "imagenet")
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3))}
@@ -25,7 +27,7 @@ def _conv(x, filters, kernel, stride, name):
 
 
 def _bn(x, name, relu=True):
-    x = keras.layers.BatchNormalization(name=name, **_BN)(x)
+    x = FusedBatchNorm(name=name, **_BN)(x)
     return keras.layers.ReLU(name=name + "_relu")(x) if relu else x
 
 
@@ -106,6 +108,11 @@ def projector(emb, hidden=1024, name="projector"):
         keras.layers.ReLU(name="proj_relu"),
         keras.layers.Dense(emb, dtype="float32", name="proj_dense2"),
     ], name=name)
+
+
+def load(path):
+    """A saved encoder (`.keras` file), with wmse_tf's layers (FusedBatchNorm) registered."""
+    return keras.saving.load_model(path, compile=False)
 
 
 def build(arch="resnet18", stem="cifar", width=64, image_size=32, channels=3):

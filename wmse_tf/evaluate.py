@@ -111,7 +111,9 @@ def open_model(path, random_init=False, seed=0):
     if os.path.exists(keras_file):
         import keras
 
-        encoder = keras.saving.load_model(keras_file, compile=False)
+        from wmse_tf import encoders
+
+        encoder = encoders.load(keras_file)
         if random_init:
             keras.utils.set_random_seed(seed)
             encoder = keras.models.clone_model(encoder)

@@ -89,9 +89,7 @@ def check_export(run_dir, version_dir, dataset, data_dir=None):
 def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=False, extra=(),
           eval_config=None):
     """Builds one entry; returns the registry entry as updated."""
-    import keras
-
-    from wmse_tf import evaluate, export
+    from wmse_tf import encoders, evaluate, export
 
     name = entry["name"]
     run_dir = os.path.join(runs_dir, name)
@@ -110,7 +108,7 @@ def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=
                "dataset": results["dataset"], "train_split": results["train_split"],
                "test_split": results["test_split"], "num_train": results["num_train"],
                "num_test": results["num_test"], "protocol": protocol(eval_config)}
-    encoder = keras.saving.load_model(os.path.join(run_dir, "encoder.keras"), compile=False)
+    encoder = encoders.load(os.path.join(run_dir, "encoder.keras"))
     version_dir = export.export_encoder(
         encoder, export_dir, name, entry["version"], dataset=entry["dataset"],
         spec=export.input_spec_from_flags(run_flags), overwrite=True,
