@@ -1,4 +1,4 @@
-"""Shared round-trip helpers for the evaluation, export, zoo and serving tests."""
+"""Shared helpers for the tests: tiny encoders and exports, run dirs, images, flagfiles."""
 
 import json
 import os
@@ -64,3 +64,17 @@ def python_env():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
+
+
+def parse_flagfile(path):
+    """The resolved TrainConfig dict of a flagfile, as `wmse_tf.train --flagfile=path` sees it."""
+    from absl import flags
+
+    from wmse_tf import train
+
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", f"--flagfile={path}"])
+    try:
+        return train.config_from_flags().to_dict()
+    finally:
+        flags.FLAGS.unparse_flags()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import helpers
 from wmse_tf import byol, contrastive, methods, model as model_lib, objectives
 
 DIM, NUM_CLASSES = 32, 10
@@ -152,28 +153,15 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 METHOD_FIELDS = {"method", "model_dir", "tau", "whiten_contrastive", "byol_tau", "w_size", "w_iter", "w_eps"}
 
 
-def parse_flagfile(path):
-    from absl import flags
-
-    from wmse_tf import train
-
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train", f"--flagfile={path}"])
-    try:
-        return train.config_from_flags().to_dict()
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "stl10", "tiny_imagenet"])
 def test_baseline_configs_share_everything_but_the_objective(dataset):
     """Each baseline flagfile resolves to its dataset's W-MSE 2 config except for method fields."""
     reference_path = os.path.join(CONFIG_DIR, f"{dataset}_wmse2.flags")
     if not os.path.exists(reference_path):
         pytest.skip(f"{reference_path} not written yet")
-    reference = parse_flagfile(reference_path)
+    reference = helpers.parse_flagfile(reference_path)
     for method, own in (("contrastive", {"tau": 0.5}), ("byol", {"byol_tau": 0.99})):
-        cfg = parse_flagfile(os.path.join(CONFIG_DIR, f"{dataset}_{method}.flags"))
+        cfg = helpers.parse_flagfile(os.path.join(CONFIG_DIR, f"{dataset}_{method}.flags"))
         assert cfg["method"] == method and cfg["model_dir"] == f"runs/{dataset}_{method}"
         assert {k: cfg[k] for k in own} == own
         shared = {k: v for k, v in reference.items() if k not in METHOD_FIELDS}

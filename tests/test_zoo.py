@@ -34,21 +34,14 @@ def test_registry_is_valid_and_honest():
             assert entry["metrics"]["protocol"]["linear"]["epochs"] > 0 and entry["files"]
 
 
-def _flagfile_values(path):
-    """{flag: value} of a flagfile's --name=value lines."""
-    with open(path) as f:
-        return dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--") and "=" in line)
-
-
 def test_registry_entries_agree_with_their_flagfiles():
     """A registry row must describe what its flagfile trains (arch, width, emb, views, epochs, method)."""
     keys = {"arch": "arch", "width": "width", "emb": "emb", "views": "num_views", "epochs": "epochs",
             "method": "method", "dataset": "dataset"}
     for entry in zoo.load()["models"]:
-        values = _flagfile_values(os.path.join(ROOT, entry["config"]))
+        cfg = helpers.parse_flagfile(os.path.join(ROOT, entry["config"]))
         for field, flag in keys.items():
-            if flag in values:
-                assert str(entry[field]) == values[flag], (entry["name"], field, entry[field], values[flag])
+            assert entry[field] == cfg[flag], (entry["name"], field, entry[field], cfg[flag])
 
 
 def test_registry_validation_errors():

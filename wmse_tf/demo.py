@@ -132,11 +132,10 @@ def format_table(rows, protocol):
 
 def export_model(cfg, export_dir, metrics):
     """SavedModel + model card of the run's encoder.keras; returns the version dir."""
-    from wmse_tf import encoders, export, serving
+    from wmse_tf import encoders, export
 
     encoder = encoders.load(os.path.join(cfg.model_dir, "encoder.keras"))
-    aug = cfg.augment
-    spec = serving.InputSpec(aug.image_size, tuple(aug.mean), tuple(aug.std), aug.eval_resize)
+    spec = export.input_spec_from_flags(cfg.to_dict())
     name = cfg.export_name or f"wmse{cfg.num_views}_{cfg.dataset.partition(':')[0]}"
     version = cfg.export_version or None
     return export.export_encoder(encoder, export_dir, name, version, dataset=cfg.dataset, spec=spec,
