@@ -119,3 +119,57 @@ def test_mirrored_strategy_on_two_logical_cpus(across):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2 and result["ok"] == 1.0
     assert result["after"] < result["before"] - 0.2, result
+
+
+def _bn_twins(seed=0):
+    """Two identical SSLModels (encoder with BatchNorm), BN per view and BN over all views."""
+    models = []
+    for per_view in (True, False):
+        m = tiny_model(seed=seed)
+        m.bn_per_view = per_view
+        models.append(m)
+    models[1].set_weights(models[0].get_weights())
+    return models
+
+
+def test_bn_per_view_normalizes_each_view_with_its_own_batch_statistics():
+    views, _ = toy_views(64, num_views=3, seed=4)
+    views = (views[0], views[1] + 1.0, 2.0 * views[2])  # views whose batch statistics differ
+    per_view, all_views = _bn_twins()
+    stacked = tf.stack(views)
+    z_per = per_view.embed_views(stacked, training=True).numpy()
+    z_all = all_views.embed_views(stacked, training=True).numpy()
+    # Expected: the encoder on each view's batch alone (reference), or on all V*B images at once;
+    # the projector (its own BatchNorm) once on the concatenated features in both modes.
+    enc, proj = keras.models.clone_model(per_view.encoder), keras.models.clone_model(per_view.projector)
+    enc.set_weights(per_view.encoder.get_weights())
+    proj.set_weights(per_view.projector.get_weights())
+    feats = tf.concat([enc(v, training=True) for v in views], 0)
+    np.testing.assert_allclose(z_per.reshape(-1, z_per.shape[-1]), proj(feats, training=True).numpy(),
+                               rtol=1e-4, atol=1e-4)
+    feats_all = enc(tf.concat(views, 0), training=True)
+    np.testing.assert_allclose(z_all.reshape(-1, z_all.shape[-1]), proj(feats_all, training=True).numpy(),
+                               rtol=1e-4, atol=1e-4)
+    assert np.abs(z_per - z_all).max() > 1e-2  # the two modes really differ on these views
+
+
+def test_bn_per_view_moving_statistics_follow_each_view_in_turn():
+    views, labels = toy_views(64, num_views=2, seed=5)
+    views = (views[0], 3.0 * views[1] - 1.0)
+    per_view, all_views = _bn_twins()
+    first_bn = next(l for l in per_view.encoder.layers if isinstance(l, keras.layers.BatchNormalization))
+    mom, mean0 = first_bn.momentum, first_bn.moving_mean.numpy()
+    conv = per_view.encoder.layers[per_view.encoder.layers.index(first_bn) - 1]
+    stem = keras.Model(per_view.encoder.input, conv.output)  # the activations this BatchNorm sees
+    m1, m2 = (stem(v).numpy().mean(axis=(0, 1, 2)) for v in views)
+    m_all = stem(np.concatenate(views)).numpy().mean(axis=(0, 1, 2))
+    for m in (per_view, all_views):
+        m.compile(optimizer=keras.optimizers.SGD(0.0))  # statistics only: weights stay
+        m.train_on_batch((views, labels))
+    per_bn, all_bn = (next(l for l in m.encoder.layers if isinstance(l, keras.layers.BatchNormalization))
+                      for m in (per_view, all_views))
+    expected_per = mom * (mom * mean0 + (1 - mom) * m1) + (1 - mom) * m2  # two updates, one per view
+    expected_all = mom * mean0 + (1 - mom) * m_all  # one update over all views
+    np.testing.assert_allclose(per_bn.moving_mean.numpy(), expected_per, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(all_bn.moving_mean.numpy(), expected_all, rtol=1e-4, atol=1e-5)
+    assert np.abs(expected_per - expected_all).max() > 1e-3

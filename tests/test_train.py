@@ -245,3 +245,26 @@ def test_mixed_float16_overflow_lowers_the_loss_scale():
         assert all(np.isfinite(w.numpy()).all() for w in m.weights)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_knn_monitor_metric_is_switchable_and_named_in_the_logs(tmp_path):
+    from wmse_tf import callbacks
+
+    # Query [9, 0.2]: Euclidean nearest is [10, 0.5] (class 1), cosine nearest is [1, 0] (class 0).
+    bank = tf.data.Dataset.from_tensor_slices((np.array([[1.0, 0.0], [10.0, 0.5]], np.float32),
+                                               np.array([0, 1]))).batch(2)
+    query = tf.data.Dataset.from_tensor_slices((np.array([[9.0, 0.2]], np.float32), np.array([1]))).batch(1)
+    identity = keras.Sequential([keras.Input((2,)), keras.layers.Identity()])
+    accs = {}
+    for metric in ("euclidean", "cosine"):
+        logs = {}
+        callbacks.KnnMonitor(identity, bank, query, every=1, epochs=1, k=1, metric=metric).on_epoch_end(0, logs)
+        assert set(logs) == {"knn_acc", f"knn_acc_{metric}"} and logs["knn_acc"] == logs[f"knn_acc_{metric}"]
+        accs[metric] = logs["knn_acc"]
+    assert accs == {"euclidean": 1.0, "cosine": 0.0}
+    with pytest.raises(ValueError, match="metric"):
+        callbacks.KnnMonitor(identity, bank, query, every=1, epochs=1, metric="manhattan")
+    cfg = smoke_config(tmp_path, "--knn_metric=euclidean", "--bn_per_view")
+    assert cfg.knn_metric == "euclidean" and cfg.bn_per_view
+    assert trainer.build_model(cfg, total_steps=10).bn_per_view is True
+    assert trainer.knn_monitor(cfg, trainer.build_model(cfg, 10).encoder).metric == "euclidean"

@@ -139,29 +139,34 @@ class CheckpointSaver(keras.callbacks.Callback):
 
 
 class KnnMonitor(keras.callbacks.Callback):
-    """k-NN accuracy of the encoder's L2-normalized features every `every` epochs (and last).
+    """k-NN accuracy of the encoder's features every `every` epochs (and after the last).
 
     Memory bank: `train_ds`, queries: `test_ds` (tf.data of (images, labels) batches,
-    capped at `max_train` / `max_test` images, 0 = all). Adds `knn_acc` to the logs.
+    capped at `max_train` / `max_test` images, 0 = all). `metric`: "cosine" (L2-normalized
+    features) or "euclidean" (raw features, the reference's `eval/knn.py`). Adds `knn_acc`
+    and the same value as `knn_acc_<metric>` to the logs, so the log names its metric.
     """
 
     def __init__(self, encoder, train_ds, test_ds, every, epochs, k=5, max_train=0, max_test=0,
-                 jit_compile=False):
+                 jit_compile=False, metric="cosine"):
         super().__init__()
+        if metric not in knn.METRICS:
+            raise ValueError(f"KnnMonitor: metric must be one of {knn.METRICS}, got {metric!r}")
         self.encoder, self.train_ds, self.test_ds = encoder, train_ds, test_ds
         self.every, self.epochs, self.k = every, epochs, k
         self.max_train, self.max_test = max_train or None, max_test or None
-        self.jit_compile = jit_compile
+        self.jit_compile, self.metric = jit_compile, metric
         self._features = None
         self.last = None
 
     def features(self, dataset, limit):
         if self._features is None:
-            encoder = self.encoder
+            encoder, normalize = self.encoder, self.metric == "cosine"
 
             @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
             def fn(images):
-                return tf.math.l2_normalize(tf.cast(encoder(images, training=False), tf.float32), axis=-1)
+                feats = tf.cast(encoder(images, training=False), tf.float32)
+                return tf.math.l2_normalize(feats, axis=-1) if normalize else feats
 
             self._features = fn
         feats, labels, count = [], [], 0
@@ -178,14 +183,14 @@ class KnnMonitor(keras.callbacks.Callback):
         test_x, test_y = self.features(self.test_ds, self.max_test)
         keep = train_y >= 0  # drop unlabelled images from the memory bank
         return knn.knn_accuracy(tf.boolean_mask(train_x, keep), tf.boolean_mask(train_y, keep),
-                                test_x, test_y, k=self.k)
+                                test_x, test_y, k=self.k, metric=self.metric)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every or ((epoch + 1) % self.every and epoch + 1 != self.epochs):
             return
         self.last = self.evaluate()
         if logs is not None:
-            logs["knn_acc"] = self.last
+            logs["knn_acc"] = logs[f"knn_acc_{self.metric}"] = self.last
 
 
 class Throughput(keras.callbacks.Callback):

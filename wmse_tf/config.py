@@ -95,6 +95,8 @@ class TrainConfig:
     export_name: str = ""
     export_version: int = 0
     verbose: int = 1
+    bn_per_view: bool = False  # encoder once per view (BatchNorm per view, the reference) vs once on all
+    knn_metric: str = "cosine"  # k-NN monitor: cosine | euclidean (the reference's)
 
     def __post_init__(self):
         if self.augment is None:

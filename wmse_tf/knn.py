@@ -2,8 +2,9 @@
 
 The reference's online monitor (htdt/self-supervised eval/knn.py): k = 5 neighbours by
 Euclidean distance, majority vote (ties: the smallest label, as torch's
-`unique(return_counts=True)` then `argmax`). The training monitor L2-normalizes the
-encoder features first, so Euclidean and cosine give the same neighbours.
+`unique(return_counts=True)` then `argmax`). The training monitor
+(`callbacks.KnnMonitor`, `--knn_metric`) uses cosine (L2-normalized features) by
+default, or Euclidean distance on raw features as the reference.
 
 Example:
   >>> pred = knn_predict(train_x, train_y, test_x, k=5)

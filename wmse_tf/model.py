@@ -2,8 +2,11 @@
 
 A batch is `(views, labels)`: `views` a tuple of V image batches [B, H, W, C]
 (or one tensor [V, B, H, W, C]) of the same B images; labels are ignored.
-All views go through the encoder in one call ([V*B, ...]), the projections
-are stacked to [V, B, D] and handed to the objective.
+All views go through the encoder in one call ([V*B, ...]): BatchNorm statistics
+over all views at once. With `bn_per_view=True` the encoder is called once per
+view (statistics of each view's own batch, as the reference) and the projector
+once on the concatenation. The projections are stacked to [V, B, D] and handed
+to the objective.
 """
 
 import keras
@@ -61,14 +64,18 @@ class SSLModel(keras.Model):
       whiten_across_replicas: under tf.distribute, gather the projections of
         all replicas so the objective sees the global batch.
       seed: seed of the objective's random permutations.
+      bn_per_view: call the encoder once per view (BatchNorm statistics of each
+        view's batch, the reference's way) instead of once on all V*B images.
 
     Example:
       >>> model = SSLModel(encoders.resnet(18, width=16), encoders.projector(64), objectives.WMSE(128))
       >>> model.compile(optimizer=keras.optimizers.Adam(1e-3)); model.fit(ds, epochs=1)
     """
 
-    def __init__(self, encoder, projector, objective, whiten_across_replicas=False, seed=None, **kwargs):
+    def __init__(self, encoder, projector, objective, whiten_across_replicas=False, seed=None,
+                 bn_per_view=False, **kwargs):
         super().__init__(**kwargs)
+        self.bn_per_view = bool(bn_per_view)
         self.encoder = encoder
         self.projector = projector
         self.objective = objective
@@ -87,9 +94,14 @@ class SSLModel(keras.Model):
 
     def embed_views(self, views, training):
         """Views [V, B, ...] -> projections [V, B, D] (float32)."""
-        shape = tf.shape(views)
-        flat = tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0))
-        z = self.projector(self.encoder(flat, training=training), training=training)
+        if self.bn_per_view:  # V encoder calls, then the projector on [V*B, F]
+            if views.shape[0] is None:
+                raise ValueError("SSLModel(bn_per_view=True): the number of views must be static")
+            feats = tf.concat([self.encoder(views[i], training=training) for i in range(views.shape[0])], 0)
+        else:
+            shape = tf.shape(views)
+            feats = self.encoder(tf.reshape(views, tf.concat([[-1], shape[2:]], axis=0)), training=training)
+        z = self.projector(feats, training=training)
         return tf.reshape(tf.cast(z, tf.float32), [views.shape[0], -1, z.shape[-1]])
 
     def compute_objective(self, views, training):

@@ -94,6 +94,10 @@ flags.DEFINE_string("export_dir", "", "Also export the encoder as a SavedModel u
 flags.DEFINE_string("export_name", "", "Export model name (default <method>_<dataset>).")
 flags.DEFINE_integer("export_version", 0, "Export version (0 = next free).")
 flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
+flags.DEFINE_bool("bn_per_view", False, "Encoder called once per view (BatchNorm statistics per view, as "
+                  "the reference) instead of once on all views.")
+flags.DEFINE_enum("knn_metric", "cosine", ["cosine", "euclidean"],
+                  "k-NN monitor distance: cosine (L2-normalized features) or euclidean (the reference's).")
 flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and exit.")
 
 

@@ -34,7 +34,9 @@ def build_model(cfg, total_steps=None):
     """The method's Keras model (encoder + heads) of a config; call under strategy.scope()."""
     encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size)
     kwargs = methods.method_kwargs(cfg.method, dict(cfg.to_dict(), total_steps=total_steps))
-    return methods.build(cfg.method, encoder, cfg.emb, cfg.hidden, **kwargs)
+    model = methods.build(cfg.method, encoder, cfg.emb, cfg.hidden, **kwargs)
+    model.bn_per_view = cfg.bn_per_view  # read when train_step is traced (SSLModel.embed_views)
+    return model
 
 
 def count_images(cfg, cache_dir=None):
@@ -115,7 +117,7 @@ def knn_monitor(cfg, encoder):
 
     return cb.KnnMonitor(encoder, split(meta.train_split), split(meta.test_split), cfg.eval_every,
                          cfg.epochs, cfg.knn_k, cfg.knn_train_images, cfg.knn_test_images,
-                         jit_compile=cfg.jit_compile)
+                         jit_compile=cfg.jit_compile, metric=cfg.knn_metric)
 
 
 def save_encoder(encoder, model_dir):
