@@ -1,0 +1,114 @@
+"""bench.table1: cells and shards, the wall-clock plan, claim verdicts, and a tiny end-to-end table
+(train, evaluate, skip finished cells on a second invocation, resume, --report)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import table1, table1_cell, table1_report
+from tests.helpers import python_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_cells_cover_rows_budgets_seeds_and_shards_partition_them():
+    cells = table1.make_cells(table1.ROWS, table1.BUDGETS, [0, 1], 4, 240)
+    trained = [r for r in table1.ROWS if r.kind == "train"]
+    assert len(cells) == 2 * (len(table1.ROWS) - len(trained)) + 2 * 2 * len(trained)
+    names = [c.name for c in cells]
+    assert len(set(names)) == len(names)
+    assert "wmse4__e4__seed1" in names and "byol__t240s__seed0" in names and "pixels__seed1" in names
+    # every equal-epochs cell comes before the equal-seconds cells (their throughput is reused)
+    kinds = [c.budget for c in cells if c.budget != "none"]
+    assert kinds == sorted(kinds, key=table1.BUDGETS.index)
+    shards = [cells[i::3] for i in range(3)]
+    assert sorted(c.name for s in shards for c in s) == sorted(names)
+    assert table1.parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(Exception, match="shard"):
+            table1.parse_shard(bad)
+
+
+def test_equal_seconds_plan_trains_for_the_budget_at_the_measured_throughput():
+    flags = table1_cell.throughput_flags(240, 1000.0, 60000, 256, time_budget_flag=False)
+    epochs, spe = (int(f.split("=")[1]) for f in flags)
+    assert epochs * spe * 256 == pytest.approx(240 * 1000, rel=0.01) and spe <= 60000 // 256
+    assert flags[0] == "--epochs=5"  # 938 steps: 5 epochs of 188 (an epoch has 234)
+    slow = table1_cell.throughput_flags(240, 400.0, 60000, 128, time_budget_flag=True)
+    assert slow[-1] == "--time_budget=240s" and slow[0] == "--epochs=2"
+    assert table1_cell.throughput_flags(1, 1.0, 60000, 256, False) == ["--epochs=1", "--steps_per_epoch=1"]
+
+
+def test_elapsed_sums_training_segments_across_restarts():
+    segments = [[0.0, 10.0, 143], [100.0, None, None]]  # killed at 10 s; the second still running
+    assert table1_cell.elapsed([5.0, 10.0, 105.0, 107.0], segments) == [5.0, 10.0, 15.0, 17.0]
+
+
+def test_claim_verdicts_use_the_seeds_spread():
+    v = table1_report.verdict
+    assert v((2, 0.80, 0.01), (2, 0.70, 0.02)) == "holds"
+    assert v((2, 0.70, 0.01), (2, 0.80, 0.02)) == "does not hold"
+    assert v((2, 0.80, 0.05), (2, 0.75, 0.02)).startswith("inconclusive")
+    assert v((1, 0.90, 0.0), (2, 0.10, 0.0)).startswith("inconclusive (fewer")
+
+
+def test_report_sections_replace_only_the_text_between_markers(tmp_path):
+    path = tmp_path / "results.md"
+    path.write_text(f"# Results\nhand-written\n{table1_report.TABLE_MARKERS[0]}\nold\n"
+                    f"{table1_report.TABLE_MARKERS[1]}\nafter\n")
+    table1_report.replace_between(str(path), table1_report.TABLE_MARKERS, "new table")
+    table1_report.replace_between(str(path), table1_report.CLAIMS_MARKERS, "claims")
+    table1_report.replace_between(str(path), table1_report.CLAIMS_MARKERS, "claims 2")
+    text = path.read_text()
+    assert "old" not in text and "new table" in text and text.count("claims") == 1 + 2
+    assert text.startswith("# Results\nhand-written\n") and "\nafter\n" in text and "claims 2" in text
+
+
+@pytest.mark.slow
+def test_tiny_table_end_to_end_skips_finished_cells_resumes_and_reports(tmp_path):
+    md = tmp_path / "results.md"
+    tm, cm = table1_report.TABLE_MARKERS, table1_report.CLAIMS_MARKERS
+    md.write_text(f"intro\n{tm[0]}\n{tm[1]}\nmiddle\n{cm[0]}\n{cm[1]}\noutro\n")
+    cmd = [sys.executable, "-m", "bench.table1", "--config=configs/smoke.flags", "--rows=wmse2,pixels",
+           "--seeds=0", "--budget_epochs=1", "--budget_seconds=5", "--probe_epochs=5",
+           "--train_arg=--steps_per_epoch=2", f"--out={tmp_path / 'runs'}",
+           f"--results_dir={tmp_path / 'results'}", f"--results_md={md}", f"--img_dir={tmp_path / 'img'}"]
+
+    def run(*extra):
+        proc = subprocess.run(cmd + list(extra), cwd=ROOT, env=python_env(), capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    out = run()
+    names = ("pixels__seed0", "wmse2__e1__seed0", "wmse2__t5s__seed0")
+    results = {n: json.loads((tmp_path / "results" / f"{n}.json").read_text()) for n in names}
+    for rec in results.values():
+        assert rec["status"] == "ok" and rec["eval"]["num_test"] == 128
+        assert 0.0 <= rec["eval"]["linear_top1"] <= 1.0 and 0.0 <= rec["eval"]["knn_euclidean5"] <= 1.0
+    trained = results["wmse2__e1__seed0"]
+    assert trained["train"]["step"] == 2 and trained["curve"][0]["knn_metric"] == "euclidean"
+    assert "--knn_metric=euclidean" in trained["train"]["command"]
+    assert results["wmse2__t5s__seed0"]["train"]["plan"]["throughput"]["source"].endswith("wmse2__e1__seed0")
+    # Second invocation: every cell skipped, nothing trained.
+    out = run()
+    assert out.count("finished (ok), skipped") == 3 and "wmse_tf.train" not in out
+    # A cell whose run lost its final files resumes from its checkpoint instead of retraining.
+    run_dir = tmp_path / "runs" / "wmse2__e1__seed0"
+    for name in ("result.json", "run/results.json", "run/encoder.keras"):
+        os.remove(run_dir / name)
+    os.remove(tmp_path / "results" / "wmse2__e1__seed0.json")
+    out = run()
+    assert "resuming at step 2" in out and out.count("skipped") == 2
+    assert len(json.loads((run_dir / "segments.json").read_text())) == 2
+    # --report fills the markers (text around them kept) and draws the curves.
+    out = run("--report")
+    text = md.read_text()
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith(f"{cm[1]}\noutro\n")
+    assert "| W-MSE 2 (BN over all views) | 1 epochs | 1 | 0.25 |" in text and "| raw pixels | - | 1 |" in text
+    assert "not yet measured" in text and "(fewer than 2 seeds)" not in text
+    for png in ("table1_curves_1epochs.png", "table1_curves_5s.png"):
+        assert (tmp_path / "img" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
