@@ -165,27 +165,17 @@ class Table:
     def row_flags(self, row):
         return [f.format(half_batch=self.base["batch_size"] // 2) for f in row.flags]
 
-    def throughput(self, row):
-        """(images/s, batch size, source) of a row on this machine, for the equal wall-clock plan."""
+    def throughput(self, row, seconds):
+        """(images/s, batch size, source) of a row on this machine, for a wall-clock plan of `seconds`:
+        effective images per wall second of its equal-epochs cells, else of a calibration run
+        (its step throughput, discounted by its start-up time over `seconds`)."""
         done = [r for r in self.results(row.key, "epochs") if r["train"].get("images_per_sec")]
         if done:
             ips = sum(r["train"]["images_per_sec"] for r in done) / len(done)
             return ips, done[0]["train"]["batch_size"], "effective throughput of " + ", ".join(
                 r["cell"] for r in done)
-        run_dir = os.path.join(self.out, "_calibration", row.key)
-        if not os.path.exists(os.path.join(run_dir, "results.json")):
-            flags_ = self.row_flags(row) + [
-                "--epochs=1", f"--steps_per_epoch={self.calibration_steps}", "--eval_every=0",
-                "--checkpoint_every=0", "--verbose=0", f"--model_dir={run_dir}", *self.train_args]
-            if cell_lib.run_training(cell_lib.train_command(self.config, flags_), os.path.dirname(run_dir)):
-                raise RuntimeError(f"calibration run of {row.key} failed")
-        from wmse_tf import plots
-
-        ips = [r["images_per_sec"] for r in plots.read_epochs(run_dir) if r.get("images_per_sec")]
-        if not ips:
-            raise RuntimeError(f"calibration run {run_dir} logged no throughput; raise --calibration_steps")
-        batch = cell_lib.read_json(os.path.join(run_dir, "flags.json"))["batch_size"]
-        return ips[-1], batch, f"train-step throughput of a {self.calibration_steps}-step calibration run"
+        return cell_lib.calibrate(self.config, self.row_flags(row) + self.train_args,
+                                  os.path.join(self.out, "_calibration", row.key), self.calibration_steps, seconds)
 
     def plan(self, cell, cell_dir):
         """The cell's fixed training command (plan.json), made at its first start."""
@@ -199,7 +189,7 @@ class Table:
         else:
             from wmse_tf import config as config_lib, trainer
 
-            ips, batch, source = self.throughput(cell.row)
+            ips, batch, source = self.throughput(cell.row, cell.budget_value)
             images = trainer.count_images(config_lib.TrainConfig.from_dict(self.base))
             budget = cell_lib.throughput_flags(cell.budget_value, ips, images, batch, self.time_budget_flag)
             plan["throughput"] = {"images_per_sec": ips, "batch_size": batch, "source": source}

@@ -114,16 +114,25 @@ def run_training(cmd, cell_dir):
     return code
 
 
+def segment_bounds(segments, times):
+    """[(start, end)] of the training segments; a segment without end (the table was killed
+    with it) ends at its last logged time before the next segment."""
+    bounds = []
+    for k, (start, end, _) in enumerate(segments):
+        if end is None:
+            nxt = segments[k + 1][0] if k + 1 < len(segments) else float("inf")
+            end = max([t for t in times if start <= t < nxt], default=start)
+        bounds.append((start, end))
+    return bounds
+
+
 def elapsed(times, segments):
     """Training wall seconds at each unix time in `times`, summed over the segments before it."""
-    segs = []
-    for start, end, _ in segments:
-        inside = [t for t in times if t >= start]
-        segs.append((start, end if end is not None else (max(inside) if inside else start)))
+    bounds = segment_bounds(segments, times)
     out = []
     for t in times:
         total = 0.0
-        for start, end in segs:
+        for start, end in bounds:
             if t > end:
                 total += end - start
             elif t >= start:
@@ -161,6 +170,28 @@ def throughput_flags(seconds, images_per_sec, num_images, batch_size, time_budge
     return flags + ([f"--time_budget={seconds:g}s"] if time_budget_flag else [])
 
 
+def calibrate(config, flags, cell_dir, steps, seconds):
+    """(images/s, batch, source) from a short run of `flags` (cached in cell_dir/run): its step
+    throughput, discounted by its start-up time (process, data, tracing) over `seconds`."""
+    from wmse_tf import plots
+
+    run_dir = os.path.join(cell_dir, "run")
+    if not os.path.exists(os.path.join(run_dir, "results.json")):
+        extra = ["--epochs=1", f"--steps_per_epoch={steps}", "--eval_every=0", "--checkpoint_every=0",
+                 "--verbose=0", f"--model_dir={run_dir}"]
+        if run_training(train_command(config, [*flags, *extra]), cell_dir):
+            raise RuntimeError(f"calibration run {run_dir} failed")
+    ips = [r["images_per_sec"] for r in plots.read_epochs(run_dir) if r.get("images_per_sec")]
+    if not ips:
+        raise RuntimeError(f"calibration run {run_dir} logged no throughput; raise --calibration_steps")
+    batch = read_json(os.path.join(run_dir, "flags.json"))["batch_size"]
+    done = read_json(os.path.join(run_dir, "results.json"))["step"]
+    start, end, _ = (read_json(os.path.join(cell_dir, "segments.json")) or [[0, 0, 0]])[-1]
+    startup = max(0.0, (end or start) - start - done * batch / ips[-1])
+    return (ips[-1] * max(0.1, 1 - startup / seconds), batch,
+            f"{steps}-step calibration run: {ips[-1]:.0f} img/s, {startup:.0f} s start-up")
+
+
 def training_summary(run_dir, plan, segments):
     """What the table keeps of a finished run. `images_per_sec` is effective: images trained
     (before views) per wall second of the training processes (start-up, k-NN monitor and
@@ -169,9 +200,10 @@ def training_summary(run_dir, plan, segments):
 
     res = read_json(os.path.join(run_dir, "results.json")) or {}
     flags = read_json(os.path.join(run_dir, "flags.json")) or {}
-    wall = sum((e or s) - s for s, e, _ in segments)
+    rows = plots.read_epochs(run_dir)
+    wall = sum(end - start for start, end in segment_bounds(segments, [r["time"] for r in rows]))
     images = res.get("step", 0) * flags.get("batch_size", 0)
-    steps_ips = [r["images_per_sec"] for r in plots.read_epochs(run_dir) if r.get("images_per_sec")]
+    steps_ips = [r["images_per_sec"] for r in rows if r.get("images_per_sec")]
     return {"command": display(plan["command"]), "epochs": res.get("epochs"), "step": res.get("step"),
             "steps_per_epoch": res.get("steps_per_epoch"), "batch_size": flags.get("batch_size"),
             "num_views": flags.get("num_views"), "method": flags.get("method"),

@@ -45,6 +45,9 @@ def test_equal_seconds_plan_trains_for_the_budget_at_the_measured_throughput():
 def test_elapsed_sums_training_segments_across_restarts():
     segments = [[0.0, 10.0, 143], [100.0, None, None]]  # killed at 10 s; the second still running
     assert table1_cell.elapsed([5.0, 10.0, 105.0, 107.0], segments) == [5.0, 10.0, 15.0, 17.0]
+    killed_table = [[0.0, None, None], [50.0, 60.0, 0]]  # the table itself was killed in the first
+    assert table1_cell.elapsed([5.0, 8.0, 55.0], killed_table) == [5.0, 8.0, 13.0]
+    assert table1_cell.segment_bounds(killed_table, [5.0, 8.0, 55.0]) == [(0.0, 8.0), (50.0, 60.0)]
 
 
 def test_claim_verdicts_use_the_seeds_spread():
