@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from wmse_tf import distribute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +145,18 @@ def test_cpu_bf16_detection_reads_cpu_flags(tmp_path):
     without.write_text("flags\t\t: fpu sse avx2\n")
     assert distribute.cpu_has_bf16(str(with_bf16)) and not distribute.cpu_has_bf16(str(without))
     assert not distribute.cpu_has_bf16(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("isa,native", [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True),
+                                        ("ALL", True), ("", True)])
+def test_onednn_isa_limit_turns_native_bf16_off(tmp_path, monkeypatch, isa, native):
+    cpuinfo = tmp_path / "bf16"
+    cpuinfo.write_text("model name\t: Test CPU\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert distribute.cpu_has_bf16(str(cpuinfo)) is native
+    assert distribute.cpu_description(str(cpuinfo)).startswith("Test CPU, ")
+    assert "AVX512_BF16" in distribute.cpu_description(str(cpuinfo))
+    assert ("oneDNN limited to" in distribute.cpu_description(str(cpuinfo))) is bool(isa)
 
 
 def test_steps_per_execution_auto():

@@ -20,14 +20,44 @@ def accelerator(strategy_name):
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
+# oneDNN ISA levels (ONEDNN_MAX_CPU_ISA) below which its kernels emulate bfloat16.
+_ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                             "AVX512_CORE_VNNI"}
+
+
 def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
-    """True if the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16), from /proc/cpuinfo."""
+    """True if the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16, from /proc/cpuinfo)
+    and oneDNN is not limited below that (ONEDNN_MAX_CPU_ISA=AVX2 emulates an AVX2-only CPU)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_ISAS_WITHOUT_BF16:
+        return False
     try:
         with open(cpuinfo) as f:
             flags = set(f.read().split())
     except OSError:
         return False
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_description(cpuinfo="/proc/cpuinfo"):
+    """The CPU a figure was measured on: model, cores, vector/bf16 flags, oneDNN ISA limit.
+
+    e.g. "AMD EPYC, 2 cores, AVX2 FMA AVX512F AVX512_BF16" or "..., oneDNN limited to AVX2".
+    """
+    model, flags = "unknown CPU", set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    shown = [f.upper() for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    text = f"{model}, {os.cpu_count()} cores, {' '.join(shown) or 'no AVX2'}"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return text + (f", oneDNN limited to {isa}" if isa else "")
 
 
 def resolve_mixed_precision(value, accel):
