@@ -86,9 +86,9 @@ def test_plan_changes_a_traced_function_without_retracing():
 class _FakeClock(keras.callbacks.Callback):
     """Advances a fake clock: `trace` at the first execution, `step` per step, `end` per epoch end."""
 
-    def __init__(self, state, trace, step, end):
+    def __init__(self, state, trace, step, end, slow_after=None):
         super().__init__()
-        self.state, self.trace, self.step, self.end = state, trace, step, end
+        self.state, self.trace, self.step, self.end, self.slow_after = state, trace, step, end, slow_after
         self.now, self.first, self.before = 0.0, True, 0
 
     def __call__(self):
@@ -98,7 +98,8 @@ class _FakeClock(keras.callbacks.Callback):
         self.before = self.state.step
 
     def on_train_batch_end(self, batch, logs=None):
-        self.now += (self.trace if self.first else 0.0) + (self.state.step - self.before) * self.step
+        slow = 3.0 if self.slow_after is not None and self.state.step > self.slow_after else 1.0
+        self.now += (self.trace if self.first else 0.0) + (self.state.step - self.before) * self.step * slow
         self.first = False
 
     def on_epoch_end(self, epoch, logs=None):
@@ -114,7 +115,7 @@ class _Count(keras.callbacks.Callback):
         self.epoch_ends.append(epoch)
 
 
-def _simulate(monkeypatch, tmp_path, step_s, budget_s=120.0, spe=50, epochs=6):
+def _simulate(monkeypatch, tmp_path, step_s, budget_s=120.0, spe=50, epochs=6, slow_after=None):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -122,7 +123,7 @@ def _simulate(monkeypatch, tmp_path, step_s, budget_s=120.0, spe=50, epochs=6):
     strategy = tf.distribute.get_strategy()
     state = LoopState(spe, epochs)
     sched = schedules.WarmupSchedule(1e-3, 20, "step", (5 * spe,), 0.2, epochs * spe)
-    clock = _FakeClock(state, trace=6.0, step=step_s, end=2.0)
+    clock = _FakeClock(state, trace=6.0, step=step_s, end=2.0, slow_after=slow_after)
     monkeypatch.setattr(budget.time, "perf_counter", clock)
     timer = budget.TimeBudget(budget_s, sched, state, str(tmp_path / "plan.json"))
     count = _Count()
@@ -140,6 +141,14 @@ def test_budgeted_run_ends_on_time_and_runs_its_last_epoch_end(monkeypatch, tmp_
     assert count.epoch_ends == list(range(state.planned_epochs))  # the partial last epoch ended too
     assert saved["step_seconds"] == pytest.approx(step_s) and saved["epoch_end_seconds"] == pytest.approx(2.0)
     assert timer.summary()["steps_done"] == state.step
+
+
+def test_a_machine_that_slows_down_mid_run_still_ends_on_time(monkeypatch, tmp_path):
+    state, _, clock, _, saved = _simulate(monkeypatch, tmp_path, 0.1, slow_after=150)  # 3x slower after
+    assert clock.now <= 120.0 and saved["planned_steps"] == state.step
+    assert saved["step_seconds"] == pytest.approx(0.3)  # the last plan used the recent step time
+    steady = _simulate(monkeypatch, tmp_path, 0.1)[0].step
+    assert state.step < steady
 
 
 def test_a_faster_machine_trains_longer(monkeypatch, tmp_path):

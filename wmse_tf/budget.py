@@ -3,9 +3,10 @@
 With `--time_budget=8m` a run does not train a fixed number of epochs: `TimeBudget`
 times the first steps after tracing, plans how many steps fit in the budget, and lays
 the learning-rate schedule over them (`WarmupSchedule.plan`: warmup kept in steps, the
-decay stretched so its drops fall at the same fractions). After the first epoch, when
-the cost of the epoch-end work (k-NN monitor, checkpoint, logs) is known, it plans once
-more and the plan is final. A slow CPU so ends on time and a fast one trains longer;
+decay stretched so its drops fall at the same fractions). It plans again at every epoch
+end (whose cost, k-NN monitor, checkpoint and logs, it then knows) and every twentieth of
+the budget, from the recent step time, so a machine whose speed changes (other jobs on
+its cores) still ends on time. A slow CPU so ends on time and a fast one trains longer;
 `--epochs` gives the shape of the schedule, not the length.
 
 The budget covers the training loop (tracing, steps, epoch-end work), not building the
@@ -89,17 +90,24 @@ class TimeBudget(keras.callbacks.Callback):
       plan: a saved Plan to keep (a resumed run): nothing is measured.
       measure_steps, measure_seconds: the first plan waits for both, counted after the
         first execution (which includes tracing).
+      replan_seconds: how often the plan is renewed from the recent step time (default: a
+        twentieth of the budget), so a machine that slows down still ends on time.
     """
 
     def __init__(self, budget_seconds, schedule, state, plan_path=None, plan=None,
-                 measure_steps=10, measure_seconds=3.0):
+                 measure_steps=10, measure_seconds=3.0, replan_seconds=None):
         super().__init__()
         self.budget = float(budget_seconds)
         self.schedule, self.state, self.plan_path = schedule, state, plan_path
         self.measure_steps, self.measure_seconds = measure_steps, measure_seconds
+        self.replan_seconds = replan_seconds or max(self.budget / 20, 1.0)
         self.plan: Optional[Plan] = None
-        self._start = self._mark_time = self._last_batch_end = None
-        self._mark_step = 0
+        self.kept = plan is not None
+        self._start = self._batch_begin = self._last_batch_end = self._planned_at = None
+        self._traced = False
+        self._window = [0.0, 0]  # execution seconds and steps since the last plan
+        self._total = [0.0, 0]  # the same since the first execution
+        self._epoch_ends = []
         if plan is not None:  # a resumed run keeps its plan
             self._apply(dataclasses.replace(plan, final=True))
         else:  # not bounded by --epochs until planned
@@ -108,44 +116,57 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_begin, self._step_begin = time.perf_counter(), self.state.step
+
     def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        self._last_batch_end = now
-        if self.plan is not None and self.plan.final:
+        now = self._last_batch_end = time.perf_counter()
+        if self.kept:
             return
-        if self._mark_time is None:  # the first execution traced the step: measure from here
-            self._mark_time, self._mark_step = now, self.state.step
+        if not self._traced:  # the first execution traced the step: not a step time
+            self._traced = True
             if now - self._start >= self.budget:  # tracing alone spent the budget
-                self._replan(now - self._start, 0.0, final=True)
+                self._replan(now - self._start)
             return
-        steps, seconds = self.state.step - self._mark_step, now - self._mark_time
-        measured = steps >= self.measure_steps and seconds >= self.measure_seconds
-        out_of_time = steps and now - self._start + seconds / steps > self.budget
-        if self.plan is None and (measured or out_of_time):
-            self._replan(seconds / steps, 0.0, final=False)
-            self._mark_time, self._mark_step = now, self.state.step  # the final plan times the rest
+        seconds, steps = now - self._batch_begin, self.state.step - self._step_begin
+        for acc in (self._window, self._total):
+            acc[0] += seconds
+            acc[1] += steps
+        if self.plan is None:
+            measured = self._total[1] >= self.measure_steps and self._total[0] >= self.measure_seconds
+            out_of_time = now - self._start + self._total[0] / self._total[1] > self.budget
+            if measured or out_of_time:
+                self._replan(self._total[0] / self._total[1])
+        elif now - self._planned_at >= self.replan_seconds:
+            self._replan(self._step_seconds())
 
     def on_epoch_end(self, epoch, logs=None):
         # Placed after the other epoch-end callbacks (k-NN monitor, logs, checkpoint): their
-        # cost is now known, and the plan becomes final.
-        if self.plan is None or self.plan.final or self._last_batch_end is None:
+        # cost is now known.
+        if self.kept or self._last_batch_end is None:
             return
-        now = time.perf_counter()
-        steps = self.state.step - self._mark_step
-        step_seconds = (self._last_batch_end - self._mark_time) / steps if steps > 0 else self.plan.step_seconds
-        self._replan(step_seconds, now - self._last_batch_end, final=True)
+        self._epoch_ends.append(time.perf_counter() - self._last_batch_end)
+        if self.plan is not None:
+            self._replan(self._step_seconds())
 
     def on_train_end(self, logs=None):
-        if self.plan is not None and not self.plan.final:  # ended within the first epoch
+        if self.plan is not None and not self.plan.final:
             self._apply(dataclasses.replace(self.plan, final=True))
 
-    def _replan(self, step_seconds, epoch_end_seconds, final):
-        elapsed = time.perf_counter() - self._start
+    def _step_seconds(self):
+        """Recent step time: since the last plan when that window holds a few steps."""
+        window = self._window if self._window[1] >= 3 else self._total
+        return window[0] / window[1] if window[1] else self.plan.step_seconds
+
+    def _replan(self, step_seconds):
+        self._planned_at = time.perf_counter()
+        elapsed = self._planned_at - self._start
+        epoch_end = sum(self._epoch_ends[-3:]) / len(self._epoch_ends[-3:]) if self._epoch_ends else 0.0
         step = self.state.step
-        total = plan_steps(self.budget, elapsed, step, step_seconds, epoch_end_seconds,
-                           self.state.steps_per_epoch)
+        total = plan_steps(self.budget, elapsed, step, step_seconds, epoch_end, self.state.steps_per_epoch)
+        self._window = [0.0, 0]
         self._apply(Plan(self.budget, max(total, step, 1), self.state.epochs * self.state.steps_per_epoch,
-                         round(step_seconds, 5), round(epoch_end_seconds, 3), step, round(elapsed, 2), final))
+                         round(step_seconds, 5), round(epoch_end, 3), step, round(elapsed, 2), False))
 
     def _apply(self, plan):
         self.plan = plan
@@ -161,4 +182,3 @@ class TimeBudget(keras.callbacks.Callback):
         if self.plan is not None:
             out.update(planned_steps=self.plan.planned_steps, plan=self.plan.to_dict())
         return out
-
