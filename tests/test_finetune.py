@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests import helpers
 from wmse_tf import export, keras_encoder
@@ -137,3 +138,23 @@ def test_fit_committed_zoo_encoder():
 def test_bad_path(tmp_path):
     with pytest.raises(FileNotFoundError):
         keras_encoder.load_encoder_layer(str(tmp_path))
+
+
+def test_uint8_gradients_in_inference_mode_and_reexport(exported, tmp_path):
+    path, encoder = exported
+    layer = keras_encoder.load_encoder_layer(path)
+    u8 = np.round(helpers.images01(4, seed=5) * 255).astype(np.uint8)
+    want = encoder(helpers.normalized(u8 / np.float32(255)), training=False)
+    np.testing.assert_allclose(layer(u8), want, rtol=1e-5, atol=1e-5)
+    # training=False: moving statistics kept, the weights still get gradients.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(layer(u8, training=False)))
+    grads = tape.gradient(loss, layer.trainable_weights)
+    assert all(g is not None for g in grads)
+    keras.optimizers.Adam(1e-2).apply(grads, layer.trainable_weights)
+    # Re-export the fine-tuned module: its signatures compute with the new weights.
+    tf.saved_model.save(layer.module, str(tmp_path / "tuned"), signatures=layer.module.signatures)
+    tuned = tf.saved_model.load(str(tmp_path / "tuned"))
+    got = tuned.signatures["serving_uint8"](images=tf.constant(u8))["feature_vector"]
+    np.testing.assert_allclose(got, layer(u8), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, want, atol=1e-4)

@@ -11,10 +11,10 @@ resource the restored graph reads and writes, so gradients and optimizer
 updates reach the graph).
 
 Calls go through the TF Hub `__call__(images, training)` of the export: float32
-RGB images in [0, 1], any size (the graph resizes and normalizes). In training
-mode the graph's BatchNorms use batch statistics and update their moving
-statistics; a frozen layer (`trainable=False`) always runs in inference mode,
-as a frozen `keras.layers.BatchNormalization` does.
+RGB images in [0, 1] (uint8 ones are divided by 255), any size (the graph resizes
+and normalizes). In training mode the graph's BatchNorms use batch statistics and
+update their moving statistics; a frozen layer (`trainable=False`) always runs in
+inference mode, as a frozen `keras.layers.BatchNormalization` does.
 """
 
 import re
@@ -77,6 +77,8 @@ class EncoderLayer(keras.layers.Layer):
         return wrapped
 
     def call(self, images, training=False):
+        if images.dtype == tf.uint8:  # as the export's serving_uint8
+            images = tf.cast(images, tf.float32) / 255.0
         images = tf.cast(images, tf.float32)
         return self.module(images, training=bool(training) and self.trainable)
 
