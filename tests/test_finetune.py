@@ -62,6 +62,8 @@ def test_weights_wrap_the_restored_graph(exported):
     assert len(set(names)) == len(names) and not [n for n in names if ":" in n or "/" in n]
     # Each weight is a variable the restored graph reads, not a copy.
     assert {id(w.value) for w in layer.weights} == {id(v) for v in layer.module.variables}
+    frozen = keras_encoder.EncoderLayer.from_config(dict(layer.get_config(), trainable=False))
+    assert frozen.filepath == path and frozen.trainable_weights == []
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

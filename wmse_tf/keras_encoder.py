@@ -88,7 +88,7 @@ class EncoderLayer(keras.layers.Layer):
         return (input_shape[0], int(out.shape[-1]))
 
     def get_config(self):
-        return {**super().get_config(), "filepath": self.filepath}
+        return {**super().get_config(), "path": self.filepath}
 
 
 def load_encoder_layer(path, trainable=True, **kwargs):
