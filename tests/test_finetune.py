@@ -87,8 +87,10 @@ def test_training_mode_updates_moving_statistics(exported):
     layer = keras_encoder.load_encoder_layer(path)
     x = helpers.images01(4, seed=2)
     stem = keras.Model(encoder.input, encoder.get_layer("stem_conv").output)
-    h = stem(helpers.normalized(x)).numpy().astype(np.float64).reshape(-1, encoder.get_layer("stem_conv").filters)
-    mean0, var0 = weight(layer, "stem_bn_moving_mean").numpy(), weight(layer, "stem_bn_moving_variance").numpy()
+    h = stem(helpers.normalized(x)).numpy().astype(np.float64)
+    h = h.reshape(-1, h.shape[-1])  # BatchNorm moments run over batch, height and width
+    mean0 = weight(layer, "stem_bn_moving_mean").numpy()
+    var0 = weight(layer, "stem_bn_moving_variance").numpy()
     momentum = encoder.get_layer("stem_bn").momentum
     layer(x, training=True)
     np.testing.assert_allclose(weight(layer, "stem_bn_moving_mean"),
@@ -140,6 +142,11 @@ def test_fit_committed_zoo_encoder():
 def test_bad_path(tmp_path):
     with pytest.raises(FileNotFoundError):
         keras_encoder.load_encoder_layer(str(tmp_path))
+    module = tf.Module()
+    module.v = tf.Variable(1.0)
+    tf.saved_model.save(module, str(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="expected a wmse_tf export"):
+        keras_encoder.load_encoder_layer(str(tmp_path / "plain"))
 
 
 def test_uint8_gradients_in_inference_mode_and_reexport(exported, tmp_path):

@@ -58,7 +58,7 @@ def test_python_blocks_run(doc, monkeypatch):
     assert blocks, f"{doc} has no python block"
     substitutions, stand_ins = STAND_INS[doc]
     source = "\n".join(blocks)
-    for documented, run in substitutions.items():
+    for documented in substitutions:
         assert documented in source, f"stale stand-in table: {documented!r} is not in {doc} any more"
     namespace = {name: build() for name, build in stand_ins.items()}
     for i, block in enumerate(blocks):
