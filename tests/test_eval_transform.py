@@ -72,7 +72,7 @@ def test_shorter_side_at_resize_is_only_cropped_and_fit_is_idempotent():
 def test_unknown_sizes_in_a_graph_and_uint8_equals_float():
     fit = tf.function(lambda x: eval_transform.fit(x, 64, 70),
                       input_signature=[tf.TensorSpec(None, tf.float32)])
-    for h, w in [(96, 96), (80, 120), (64, 64)]:
+    for h, w in [(96, 96), (100, 151), (64, 64)]:  # 151: longer side int(70 * 1.51) = 105
         images = np.stack([_photo(h, w, s) for s in range(2)])
         eager = eval_transform.fit(images, 64, 70).numpy()
         graph = fit(tf.reshape(images / np.float32(255), [2, h, w, 3])).numpy()
@@ -137,19 +137,22 @@ def test_served_features_of_raw_images_equal_evaluated_features(name, tmp_path, 
     run_dir = helpers.write_run_dir(tmp_path / "run", encoder, name)
     path = export.export_encoder(encoder, str(tmp_path / "exports"), "m", dataset=name)
     assert export.read_card(path)["input"]["resize"] == (cfg.eval_resize or cfg.image_size)
-    config = evaluate.EvalConfig(data_dir=str(tmp_path / "data"), batch_size=2, progress=False)
     signatures = helpers.reload(path).signatures
+    served = {}  # label -> features of the raw image through serving_uint8, _default and _bytes
+    for label, image in images.items():
+        u8 = signatures["serving_uint8"](images=tf.constant(image[None]))
+        f32 = signatures["serving_default"](images=tf.constant(image[None] / np.float32(255)))
+        png = signatures["serving_bytes"](image_bytes=tf.stack([tf.io.encode_png(image)]))
+        served[label] = [out["feature_vector"][0].numpy() for out in (u8, f32, png)]
+    config = evaluate.EvalConfig(data_dir=str(tmp_path / "data"), batch_size=2, progress=False)
     for model_path in (run_dir, path):  # evaluate's checkpoint and SavedModel feature paths
         feats, labels = evaluate.eval_split(evaluate.open_model(model_path), name, split, config, None)
         assert sorted(labels.tolist()) == sorted(images)
         for label, want in zip(labels, feats):
-            raw = images[int(label)][None]
-            got = signatures["serving_uint8"](images=tf.constant(raw))["feature_vector"][0]
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-            got = signatures["serving_default"](images=tf.constant(raw / np.float32(255)))["feature_vector"][0]
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+            for got in served[int(label)]:
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # Raw images of one size served as a batch give the same features.
     same = [i for i, im in images.items() if im.shape == images[0].shape]
     batch = signatures["serving_uint8"](images=tf.constant(np.stack([images[i] for i in same])))
-    one = [signatures["serving_uint8"](images=tf.constant(images[i][None]))["feature_vector"][0] for i in same]
-    np.testing.assert_allclose(batch["feature_vector"], np.stack(one), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(batch["feature_vector"], np.stack([served[i][0] for i in same]),
+                               rtol=1e-4, atol=1e-4)
