@@ -17,7 +17,7 @@ Sizes may be unknown until run time: it works eagerly, in a tf.data map and in a
 tf.function with unknown batch and spatial sizes.
 
 Example:
-    >>> x = wmse_tf.eval_transform.apply(images_uint8, 64, (0.43, 0.42, 0.39), (0.27, 0.26, 0.27), resize=70)
+    >>> x = wmse_tf.eval_transform.apply(images_uint8, 64, mean, std, resize=70)  # STL-10
 """
 
 from typing import Optional, Sequence
