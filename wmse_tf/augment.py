@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from wmse_tf import data as data_lib
+from wmse_tf import eval_transform as eval_transform_lib
 from wmse_tf import resampling
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights.
@@ -40,9 +41,10 @@ class AugmentConfig:
       flip_p: horizontal flip probability [hf_p].
       blur_p: Gaussian blur probability (0 disables it).
       blur_sigma_min, blur_sigma_max: blur sigma range in output pixels.
-      interpolation: "bicubic" (reference) or "bilinear"; both antialiased.
-      eval_resize: eval transform resizes the shorter side to this, then center
-        crops image_size; None resizes straight to image_size.
+      interpolation: of the training crops, "bicubic" (reference) or "bilinear";
+        both antialiased. The eval resize is always bicubic, as the reference's.
+      eval_resize: the eval transform (`wmse_tf.eval_transform`) resizes the shorter
+        side to this, then center crops image_size; None means image_size.
     """
 
     image_size: int = 32
@@ -281,35 +283,20 @@ class MultiView:
 
 
 def eval_transform(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """Deterministic eval view: shorter side to eval_resize, center crop, normalize."""
-    x = _to_float(images)
-    height, width = x.shape[1], x.shape[2]
-    size = cfg.image_size
-    resize = cfg.eval_resize or size
-    if (height, width) != (size, size) or resize != size:
-        scale = min(height, width) / resize  # input pixels per resized pixel.
-        off_y = round((round(height / scale) - size) / 2)  # torchvision CenterCrop offsets.
-        off_x = round((round(width / scale) - size) / 2)
-        b = tf.shape(x)[0]
-        ones = tf.ones([b])
-        rows = resampling.resample_matrix(height, size, ones * off_y * scale, ones * scale, cfg.interpolation)
-        cols = resampling.resample_matrix(width, size, ones * off_x * scale, ones * scale, cfg.interpolation)
-        x = tf.clip_by_value(resampling.apply_separable(x, rows, cols), 0.0, 1.0)
-    return normalize(x, cfg)
+    """The recipe's eval view (`wmse_tf.eval_transform.apply`): resize, center crop, normalize."""
+    return eval_transform_lib.apply(images, cfg.image_size, cfg.mean, cfg.std, cfg.eval_resize)
 
 
 def normalize(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """(x - mean) / std per channel for float images in [0, 1]."""
-    return (images - tf.constant(cfg.mean, tf.float32)) / tf.constant(cfg.std, tf.float32)
+    return eval_transform_lib.normalize(images, cfg.mean, cfg.std)
 
 
 def _to_float(images: tf.Tensor) -> tf.Tensor:
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or images.shape[-1] != 3 or None in images.shape[1:3]:
         raise ValueError(f"images must be [B, H, W, 3] with static H, W; got {images.shape}")
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    return tf.cast(images, tf.float32)
+    return eval_transform_lib.to_float(images)
 
 
 def _as_seed(seed) -> tf.Tensor:
