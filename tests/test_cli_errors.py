@@ -129,7 +129,7 @@ def test_demo_dataset_missing(tmp_path, capsys, fake_tfds):
     argv = ["demo", f"--flagfile={SMOKE}", f"--model_dir={tmp_path}/run", f"--data_dir={tmp_path}",
             "--dataset=stl10", "--nodownload"]
     assert_user_error(*run_cli(demo.main, argv, capsys), "'stl10'", str(tmp_path))
-    assert all(b.calls == [] for b in fake_tfds)
+    assert fake_tfds and all(b.calls == [] for b in fake_tfds)  # asked TFDS, never downloaded
     assert_user_error(*run_cli(demo.main, argv[:-2] + ["--dataset=nope"], capsys), "--dataset=nope")
 
 
@@ -146,7 +146,7 @@ def test_evaluate_model_and_dataset_errors(tmp_path, capsys, saved_model, fake_t
         assert_user_error(*run_cli(evaluate.main, good + ["--knn=cosine"], capsys), "--knn=cosine")
         assert_user_error(*run_cli(evaluate.main, good + ["--dataset=cifar100", "--nodownload"], capsys),
                           "'cifar100'", str(tmp_path))
-        assert all(b.calls == [] for b in fake_tfds)
+        assert fake_tfds and all(b.calls == [] for b in fake_tfds)
         assert_user_error(*run_cli(evaluate.main, ["evaluate"], capsys), "--model")  # required flag
 
 

@@ -46,12 +46,12 @@ def prepared_builder(name: str, data_dir: Optional[str] = None, download: bool =
     if b.is_prepared():
         return b
     root = data_root(data_dir)
-    fix = (f"Get it with: tfds build {name} --data_dir={root}  (needs internet once), or copy a prepared "
-           f"{name}/ folder into {root}")
+    build = f"tfds build {name} --data_dir={root}"
     if not download:
         raise DatasetNotFoundError(
             f"Dataset {name!r} is not prepared in {root} (looked for {b.data_dir}) and downloading is off "
-            f"(--nodownload / download=False). {fix}, or run without --nodownload to download it now.")
+            f"(--nodownload / download=False). Run without --nodownload to download it now, or get it with: "
+            f"{build}  (needs internet once), or copy a prepared {name}/ folder into {root}.")
     downloads = os.path.join(root, "downloads")
     print(f"{name}: not prepared in {root}: downloading it to {downloads} and preparing it in {b.data_dir} "
           "(once; TFDS progress follows)", flush=True)
@@ -60,8 +60,9 @@ def prepared_builder(name: str, data_dir: Optional[str] = None, download: bool =
     except _download_errors() as e:
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise DatasetNotFoundError(
-            f"Dataset {name!r}: downloading into {root} failed ({reason}). Check the internet connection "
-            f"and rerun (TFDS resumes), or {fix[0].lower()}{fix[1:]} on a machine with internet.") from None
+            f"Dataset {name!r}: downloading into {root} failed ({reason}). Check the internet connection and "
+            f"rerun (TFDS resumes), or get it elsewhere with: {build}  and copy its {name}/ folder into "
+            f"{root}.") from None
     return b
 
 
