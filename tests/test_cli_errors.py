@@ -113,6 +113,11 @@ def test_train_dataset_errors(tmp_path, capsys, fake_tfds):
     assert_user_error(*run_cli(train.main, base + ["--dataset=cifar11"], capsys), "--dataset=cifar11")
     assert_user_error(*run_cli(train.main, base + [f"--dataset=folder:{tmp_path}/none"], capsys),
                       f"{tmp_path}/none")
+    (tmp_path / "locked").mkdir()
+    with pytest.MonkeyPatch.context() as m:  # root reads any folder: simulate an unreadable one
+        m.setattr(os, "listdir", lambda path: (_ for _ in ()).throw(PermissionError(13, "Permission denied", path)))
+        assert_user_error(*run_cli(train.main, base + [f"--dataset=folder:{tmp_path}/locked"], capsys),
+                          f"{tmp_path}/locked", "cannot be read", "Permission denied")
     # --nodownload: the TFDS download is never attempted; the error names dataset, data_dir, fix
     assert_user_error(*run_cli(train.main, base + ["--dataset=cifar10", "--nodownload"], capsys),
                       "'cifar10'", str(tmp_path), "tfds build cifar10", "--nodownload")

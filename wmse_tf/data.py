@@ -319,7 +319,10 @@ def _folder_info(rest: str) -> DatasetInfo:
             f"{path}/{{train,val,test}}/<class>/*.jpg (one sub-folder per class).")
     splits = tuple(s for s in ("train", "val", "test") if os.path.isdir(os.path.join(path, s)))
     train_dir = os.path.join(path, "train") if splits else path
-    num_classes = len(image_folder.class_names(train_dir))
+    try:
+        num_classes = len(image_folder.class_names(train_dir))
+    except OSError as e:  # e.g. PermissionError
+        raise DatasetNotFoundError(f"Image folder {train_dir!r} cannot be read ({e}); check its permissions.") from None
     test = "test" if "test" in splits else "val" if "val" in splits else "train"
     return DatasetInfo(f"folder:{path},size={size}", size, num_classes,
                        (splits or ("train",)) + ("ssl",), *_IMAGENET, "folder", test_split=test)
