@@ -170,8 +170,8 @@ def test_committed_fashion_mnist_encoder_is_intact_and_works():
     path = os.path.join(ROOT, entry["export"])
     assert export.file_hashes(path, skip=()) == entry["files"]
     try:
-        train = data.load("fashion_mnist", "train").take(5000).batch(1000)
-        test = data.load("fashion_mnist", "test").take(1000).batch(1000)
+        train = data.load("fashion_mnist", "train", download=False).take(5000).batch(1000)
+        test = data.load("fashion_mnist", "test", download=False).take(1000).batch(1000)
     except data.DatasetNotFoundError as e:
         pytest.skip(f"Fashion-MNIST not installed ({e})")
     serve = tf.saved_model.load(path).signatures["serving_uint8"]

@@ -17,7 +17,7 @@ import re
 import warnings
 from typing import Optional, Tuple
 
-from wmse_tf import augment as augment_lib, data, encoders, methods
+from wmse_tf import augment as augment_lib, data, encoders, errors, methods
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -31,7 +31,7 @@ STEM_BY_DATASET = {"cifar10": "cifar", "cifar100": "cifar", "stl10": "small",
                    "tiny_imagenet": "small", "imagenet100": "imagenet"}
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
     """A bad flag value or combination; the message starts with `--flag=value:`."""
 
 
@@ -61,6 +61,7 @@ class TrainConfig:
 
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
+    download: bool = True  # download a missing TFDS dataset (not a resume key)
     train_split: str = "ssl"
     shuffle_buffer: int = 16384
     cache: str = "memory"

@@ -5,18 +5,18 @@
 
 The only module that reads absl FLAGS: they become one validated, frozen
 `wmse_tf.config.TrainConfig` handed to `wmse_tf.trainer.run`. A run resumes from
-model_dir's newest checkpoint automatically. Exit codes: 0 done, 2 bad flags (or model_dir
-locked by another run), 3 NaN/Inf loss, 4 a write to model_dir failed (disk full, read-only;
-the last checkpoint is intact), 128 + N stopped by signal N (after checkpointing). See
-docs/training.md and docs/reliability.md.
+model_dir's newest checkpoint automatically; a missing TFDS dataset is downloaded first
+(unless --nodownload). Exit codes: 0 done, 2 a user error, printed as one `error:` line
+(bad flags or flagfile, dataset missing, model_dir locked by another run), 3 NaN/Inf loss,
+4 a write to model_dir failed (disk full, read-only; the last checkpoint is intact),
+128 + N stopped by signal N (after checkpointing). See docs/training.md, docs/reliability.md.
 """
 
 import dataclasses
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from wmse_tf import augment, config as config_lib, distribute
+from wmse_tf import augment, cli, config as config_lib, distribute
 
 FLAGS = flags.FLAGS
 _AUG_FIELDS = [f for f in dataclasses.fields(augment.AugmentConfig) if f.name not in ("mean", "std")]
@@ -25,6 +25,7 @@ _AUG_FIELDS = [f for f in dataclasses.fields(augment.AugmentConfig) if f.name no
 flags.DEFINE_string("dataset", "cifar10", "Dataset: cifar10, cifar100, stl10, tiny_imagenet, imagenet100, "
                     "fashion_mnist, digits, synthetic[:size=..], folder:/path[,size=N].")
 flags.DEFINE_string("data_dir", None, "TFDS data dir / root of image folders (default $TFDS_DATA_DIR).")
+flags.DEFINE_bool("download", True, "Download and prepare a missing TFDS dataset into --data_dir first.")
 flags.DEFINE_string("train_split", "ssl", "Split trained on ('ssl': the paper's, e.g. STL-10 train+unlabelled).")
 flags.DEFINE_integer("shuffle_buffer", 16384, "Images in the shuffle buffer.")
 flags.DEFINE_string("cache", "memory", "Decoded-image cache: memory, none, or a file prefix.")
@@ -137,13 +138,11 @@ def config_from_flags(values=FLAGS):
 def config_or_exit(argv):
     """(config, None) to run, or (None, exit code) after an error message or --print_config."""
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
-        return None, 2
+        return None, cli.fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
     try:
         cfg = config_from_flags()
     except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None, 2
+        return None, cli.fail(e)
     if FLAGS.print_config:
         print(cfg.to_json())
         return None, 0
@@ -155,14 +154,14 @@ def main(argv):
     cfg, code = config_or_exit(argv)
     if cfg is None:
         return code
-    from wmse_tf import trainer  # imported late: --print_config needs no TF runtime
+    from wmse_tf import data, errors, trainer  # imported late: --print_config needs no TF runtime
 
     try:
+        data.prepare(cfg.dataset, cfg.data_dir, cfg.download)  # downloads a missing TFDS dataset once
         return trainer.run(cfg)
-    except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except errors.UserError as e:  # e.g. ConfigError (model_dir of another run), DatasetNotFoundError
+        return cli.fail(e)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
