@@ -8,7 +8,7 @@ kernel when downscaling), which is what torchvision applies to PIL images.
 
 import tensorflow as tf
 
-KERNELS = ("bicubic", "bilinear")
+from wmse_tf.augment_config import INTERPOLATIONS as KERNELS  # noqa: F401 (public name)
 
 
 def kernel(x: tf.Tensor, kind: str) -> tf.Tensor:
