@@ -1,5 +1,6 @@
 """Tests of wmse_tf/config.py and the flag front end wmse_tf/train.py (in-process, no training)."""
 
+import ast
 import glob
 import json
 import os
@@ -159,3 +160,22 @@ def test_a_config_may_hold_auto_values():
     assert resolve.resolve(cfg, "cpu").resolved
     with pytest.raises(config.ConfigError, match="--stem=big"):
         config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, stem="big").validate()
+
+
+TF_FREE = ("archs", "augment_config", "config", "datasets_info", "methods", "resolve")
+
+
+@pytest.mark.parametrize("name", TF_FREE)
+def test_config_modules_import_only_the_standard_library_and_each_other(name):
+    """Module-level imports of the config layer (imports inside functions, e.g. TF for the GPU check, are lazy)."""
+    with open(os.path.join(ROOT, "wmse_tf", f"{name}.py")) as f:
+        tree = ast.parse(f.read())
+    imported = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            imported += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            imported += [f"{node.module}.{a.name}" if node.module == "wmse_tf" else node.module for a in node.names]
+    ours = {f"wmse_tf.{m}" for m in TF_FREE}
+    bad = [m for m in imported if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]
+    assert not bad, bad
