@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from wmse_tf import encoders, model, objectives
+from bench import machine_line
 
 SETTINGS = (("float32", False), ("mixed_bfloat16", False), ("float32", True), ("mixed_bfloat16", True))
 
@@ -90,6 +91,7 @@ def main():
     args = parser.parse_args()
     if args.rss_probe:
         return rss_probe(args.width, args.policy)
+    print(machine_line(), flush=True)
     if args.quick:
         args.width, args.repeats = 16, 2
     wmse = objectives.WMSE(w_size=args.batch)

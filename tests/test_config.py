@@ -179,3 +179,35 @@ def test_config_modules_import_only_the_standard_library_and_each_other(name):
     ours = {f"wmse_tf.{m}" for m in TF_FREE}
     bad = [m for m in imported if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]
     assert not bad, bad
+
+
+# Flags whose `auto` depends on the machine (wmse_tf.resolve): a flagfile that fixes one
+# must say why in a header line `# override --flag: <reason>`, or users on other CPUs/GPUs
+# inherit a choice measured on ours (mixed_bfloat16 is ~4x slower where bf16 is emulated).
+HARDWARE_AUTO_FLAGS = {"mixed_precision": "auto", "jit_compile": "auto", "steps_per_execution": "0"}
+
+
+def unexplained_hardware_overrides(text):
+    """The `--flag=value` lines of a flagfile that fix a hardware-dependent auto without a reason."""
+    reasons = {line.split()[2].rstrip(":") for line in text.splitlines()
+               if line.startswith("# override --") and len(line.split()) > 3}
+    bad = []
+    for line in text.splitlines():
+        name, _, value = line.strip().lstrip("-").partition("=")
+        if line.startswith("--") and HARDWARE_AUTO_FLAGS.get(name, value) != value and f"--{name}" not in reasons:
+            bad.append(line.strip())
+    return bad
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_no_flagfile_overrides_a_hardware_auto_without_a_reason(path):
+    with open(path) as f:
+        assert unexplained_hardware_overrides(f.read()) == []
+
+
+def test_the_override_check_catches_an_unexplained_precision():
+    assert unexplained_hardware_overrides("# demo\n--mixed_precision=mixed_bfloat16\n--epochs=3\n") == \
+        ["--mixed_precision=mixed_bfloat16"]
+    assert unexplained_hardware_overrides("--jit_compile=auto\n--steps_per_execution=0\n") == []
+    explained = "# override --steps_per_execution: one step per call keeps the k-NN curve per step\n"
+    assert unexplained_hardware_overrides(explained + "--steps_per_execution=1\n") == []

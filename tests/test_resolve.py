@@ -96,3 +96,15 @@ def test_bad_values_are_config_errors():
     cfg = dataclasses.replace(auto_config(), strategy="mirrored", cpu_replicas=2, jit_compile="true")
     with pytest.raises(config.ConfigError, match="logical CPU"):
         resolve.resolve(cfg, CPU)
+
+
+@pytest.mark.parametrize("isa,native", [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True),
+                                        ("ALL", True), ("", True)])
+def test_onednn_isa_limit_turns_native_bf16_off(tmp_path, monkeypatch, isa, native):
+    cpuinfo = tmp_path / "bf16"
+    cpuinfo.write_text("model name\t: Test CPU\nflags\t\t: fpu avx2 fma avx512f avx512_bf16\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert resolve.cpu_has_bf16(str(cpuinfo)) is native
+    assert resolve.cpu_description(str(cpuinfo)).startswith("Test CPU, ")
+    assert "AVX512_BF16" in resolve.cpu_description(str(cpuinfo))
+    assert ("oneDNN limited to" in resolve.cpu_description(str(cpuinfo))) is bool(isa)

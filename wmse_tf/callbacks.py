@@ -143,11 +143,13 @@ class KnnMonitor(keras.callbacks.Callback):
 
     Memory bank: `train_ds`, queries: `test_ds` (tf.data of (images, labels) batches,
     capped at `max_train` / `max_test` images, 0 = all). Adds `knn_acc` to the logs.
+    Given the run's `state`, the last epoch is the planned one (a wall-clock budget).
     """
 
     def __init__(self, encoder, train_ds, test_ds, every, epochs, k=5, max_train=0, max_test=0,
-                 jit_compile=False):
+                 jit_compile=False, state=None):
         super().__init__()
+        self.state = state
         self.encoder, self.train_ds, self.test_ds = encoder, train_ds, test_ds
         self.every, self.epochs, self.k = every, epochs, k
         self.max_train, self.max_test = max_train or None, max_test or None
@@ -181,7 +183,8 @@ class KnnMonitor(keras.callbacks.Callback):
                                 test_x, test_y, k=self.k)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.every or ((epoch + 1) % self.every and epoch + 1 != self.epochs):
+        last = self.state.step >= self.state.total_steps if self.state else epoch + 1 == self.epochs
+        if not self.every or ((epoch + 1) % self.every and not last):
             return
         self.last = self.evaluate()
         if logs is not None:

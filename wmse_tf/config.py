@@ -16,6 +16,8 @@ Example:
 
 import dataclasses
 import json
+import math
+import re
 import warnings
 from typing import Optional, Tuple, Union
 
@@ -33,6 +35,20 @@ KEY_FIELDS = ("dataset", "train_split", "method", "arch", "width", "stem", "emb"
 
 class ConfigError(ValueError):
     """A bad flag value or combination; the message starts with `--flag=value:`."""
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*$")
+_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text, flag="time_budget"):
+    """Seconds of a duration: "480", "90s", "8m", "1.5h"; "0" or "" = 0 (off)."""
+    if text in (None, ""):
+        return 0.0
+    match = _DURATION.match(str(text))
+    if not match:
+        _fail(flag, text, "must be a duration: a number with an optional unit s, m or h (e.g. 8m, 90s)")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +83,7 @@ class TrainConfig:
     byol_tau: float = 0.99
     batch_size: int = 256
     epochs: int = 1000
+    time_budget: float = 0.0  # seconds of training loop; 0 = train `epochs` (see wmse_tf.budget)
     steps_per_epoch: int = 0
     lr: float = 3e-3
     warmup: int = 500
@@ -139,6 +156,11 @@ class TrainConfig:
                 _fail(name, getattr(self, name), "must be >= 0")
         if not self.lr > 0:
             _fail("lr", self.lr, "must be > 0")
+        if not (self.time_budget >= 0 and math.isfinite(self.time_budget)):
+            _fail("time_budget", self.time_budget, "must be a duration >= 0 (e.g. 8m, 90s, 1.5h; 0 = off)")
+        if self.time_budget and self.strategy == "multi_worker":
+            _fail("time_budget", self.time_budget, "workers would plan different lengths from their own "
+                  "clocks; not supported with --strategy=multi_worker (use --epochs)")
         if not 0.0 <= self.w_eps < 1.0:
             _fail("w_eps", self.w_eps, "must be in [0, 1) (covariance shrinkage towards identity)")
         if not 0.0 < self.lr_drop_gamma <= 1.0:

@@ -130,6 +130,20 @@ def format_table(rows, protocol):
     return "\n".join(out + ["", "protocol: " + protocol])
 
 
+def training_text(cfg, results):
+    """How long this machine trained: epochs, steps (planned by the budget) and seconds."""
+    steps = results.get("steps_done", results.get("step"))
+    epochs = results.get("epochs_done", steps / results["steps_per_epoch"])
+    text = f"{epochs:g} epochs ({steps} steps of {cfg.batch_size} images) in {results['seconds']:.0f} s"
+    if results.get("time_budget_seconds"):
+        plan = results.get("plan") or {}
+        text += (f", planned by --time_budget={results['time_budget_seconds']:g}s from a measured "
+                 f"{plan.get('step_seconds', float('nan')):.3f} s/step")
+    from wmse_tf import resolve
+
+    return text + f", {cfg.mixed_precision}, on {resolve.cpu_description()}"
+
+
 def export_model(cfg, export_dir, metrics):
     """SavedModel + model card of the run's encoder.keras; returns the version dir."""
     from wmse_tf import encoders, export
@@ -155,8 +169,10 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
         return 1, None
     export_dir = cfg.export_dir or export_dir
     cfg = dataclasses.replace(cfg, export_dir="")  # exported below, with the evaluation in its card
+    length = f"a {cfg.time_budget:g} s training budget" if cfg.time_budget else f"{cfg.epochs} epochs"
     print(f"[train] {cfg.method} on {cfg.dataset}: {cfg.arch} width {cfg.width}, {cfg.image_size}px, "
-          f"{cfg.num_views} views, batch {cfg.batch_size}, {cfg.epochs} epochs -> {cfg.model_dir}", flush=True)
+          f"{cfg.num_views} views, batch {cfg.batch_size}, {length}, {cfg.mixed_precision} "
+          f"-> {cfg.model_dir}", flush=True)
     code = trainer.run(cfg)
     if code != 0:
         return code, None
@@ -180,6 +196,7 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
                              map_points, cfg.seed)
 
     train_results = _read_json(os.path.join(cfg.model_dir, "results.json"))
+    table += "\ntraining: " + training_text(cfg, train_results)
     metrics = {"protocol": protocol, "rows": rows, "training": train_results}
     print("\n[export]", flush=True)
     version_dir = export_model(cfg, export_dir, metrics)

@@ -24,6 +24,9 @@ import keras
 import tensorflow as tf
 
 
+UNPLANNED = 2**62  # planned_steps of a budgeted run before its plan (wmse_tf.budget)
+
+
 @dataclasses.dataclass
 class LoopState:
     """Progress of a run, read and written by callbacks."""
@@ -33,6 +36,7 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     batch_size: int = 0
+    planned_steps: Optional[int] = None  # set by a wall-clock budget (wmse_tf.budget)
     stop_reason: Optional[str] = None  # "nan" or "signal"
     stop_detail: str = ""
     signal: Optional[int] = None
@@ -40,7 +44,13 @@ class LoopState:
 
     @property
     def total_steps(self):
-        return self.epochs * self.steps_per_epoch
+        """Steps of the run: planned by a budget, else epochs * steps_per_epoch."""
+        return self.planned_steps if self.planned_steps is not None else self.epochs * self.steps_per_epoch
+
+    @property
+    def planned_epochs(self):
+        """Epochs the run will start, the last possibly partial."""
+        return -(-self.total_steps // self.steps_per_epoch)
 
     @property
     def epoch_done(self):
@@ -107,7 +117,8 @@ class TrainLoop:
         self.train_function = make_train_function(model, strategy, jit_compile)
 
     def run(self, epochs, callbacks=(), initial_step=0, state=None, verbose=0):
-        """Trains from `initial_step` to epochs * steps_per_epoch (or until stopped).
+        """Trains from `initial_step` to `state.total_steps` (or until stopped); the last
+        epoch of a budgeted run may be partial (its epoch-end hooks still run).
 
         Returns the logs (dict of floats) of the last execution.
         """
@@ -123,27 +134,39 @@ class TrainLoop:
         iterator = iter(self.dataset)
         logs = {}
         callbacks.on_train_begin()
-        for epoch in range(state.step // spe, epochs):
-            state.epoch = epoch
+        while state.step < state.total_steps and not model.stop_training:
+            epoch = state.epoch = state.step // spe
+            _show_planned_epochs(callbacks, state)
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
             done = state.step - epoch * spe
-            while done < spe and not model.stop_training:
-                n = min(self.steps_per_execution, spe - done)
+            while not model.stop_training:
+                end = min(spe, state.total_steps - epoch * spe)  # a plan may move the end
+                if done >= end:
+                    break
+                n = min(self.steps_per_execution, end - done)
                 callbacks.on_train_batch_begin(done)
                 logs = {k: float(v) for k, v in self.train_function(iterator, tf.constant(n)).items()}
                 done += n
                 state.step += n
                 callbacks.on_train_batch_end(done - 1, logs)
-            if done < spe:  # stopped mid-epoch: no epoch-end hooks (no eval, no checkpoint)
+            if done < min(spe, state.total_steps - epoch * spe):  # stopped mid-epoch: no epoch-end hooks
                 break
             epoch_logs = dict(logs)
             callbacks.on_epoch_end(epoch, epoch_logs)
             logs = epoch_logs
-            if model.stop_training:
-                break
         callbacks.on_train_end(logs)
         return state.logs or logs
+
+
+def _show_planned_epochs(callbacks, state):
+    """Tells the callbacks (e.g. the progress bar's "Epoch i/n") the planned number of epochs."""
+    params = dict(callbacks.params or {})
+    if state.planned_steps == UNPLANNED:  # a budget, not yet planned: keep showing --epochs
+        return
+    if params.get("epochs") != state.planned_epochs:
+        params["epochs"] = state.planned_epochs
+        callbacks.set_params(params)
 
 
 class _KeepLogs(keras.callbacks.Callback):

@@ -7,8 +7,9 @@ are what `--print_config`, flags.json and the model card show.
 
   stem                 the paper's per dataset (cifar: CIFAR; small: STL-10, Tiny ImageNet;
                        imagenet: ImageNet-100), else by image size
-  mixed_precision      CPU: mixed_bfloat16 with native bf16 (AVX512_BF16 / AMX), else
-                       float32; GPU: mixed_float16; TPU: mixed_bfloat16
+  mixed_precision      CPU: mixed_bfloat16 with native bf16 (AVX512_BF16 / AMX, and oneDNN
+                       not limited below it by ONEDNN_MAX_CPU_ISA), else float32;
+                       GPU: mixed_float16; TPU: mixed_bfloat16
   jit_compile          XLA on a single-replica GPU run and on TPU; off on CPU and under a
                        multi-replica GPU strategy (as Keras' `jit_compile="auto"`)
   steps_per_execution  1 on CPU, 8 on GPU, 32 on TPU
@@ -41,14 +42,44 @@ class Hardware:
     cpu_bf16: bool = False
 
 
+# oneDNN ISA levels (ONEDNN_MAX_CPU_ISA) below which its kernels emulate bfloat16.
+_ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                             "AVX512_CORE_VNNI"}
+
+
 def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
-    """True if the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16), from /proc/cpuinfo."""
+    """True if the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16, from /proc/cpuinfo)
+    and oneDNN is not limited below that (ONEDNN_MAX_CPU_ISA=AVX2 emulates an AVX2-only CPU)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_ISAS_WITHOUT_BF16:
+        return False
     try:
         with open(cpuinfo) as f:
             flags = set(f.read().split())
     except OSError:
         return False
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_description(cpuinfo="/proc/cpuinfo"):
+    """The CPU a figure was measured on: model, cores, vector/bf16 flags, oneDNN ISA limit.
+
+    e.g. "AMD EPYC, 2 cores, AVX2 FMA AVX512F AVX512_BF16" or "..., oneDNN limited to AVX2".
+    """
+    model, flags = "unknown CPU", set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    shown = [f.upper() for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    text = f"{model}, {os.cpu_count()} cores, {' '.join(shown) or 'no AVX2'}"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return text + (f", oneDNN limited to {isa}" if isa else "")
 
 
 def gpu_possible(dev="/dev"):

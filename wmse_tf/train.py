@@ -53,7 +53,11 @@ flags.DEFINE_bool("whiten_contrastive", False, "Contrastive baseline: whiten bef
 flags.DEFINE_float("byol_tau", 0.99, "BYOL: base EMA coefficient of the target network.")
 # Optimization.
 flags.DEFINE_integer("batch_size", 256, "GLOBAL batch: images per step over all replicas, before views.")
-flags.DEFINE_integer("epochs", 1000, "Epochs (passes over the training split).")
+flags.DEFINE_integer("epochs", 1000, "Epochs (passes over the training split); with --time_budget, the "
+                     "shape of the lr schedule (warmup, drops at the same fractions), not the length.")
+flags.DEFINE_string("time_budget", "0", "Wall-clock budget of the training loop, e.g. 8m, 90s, 1.5h (0 = off): "
+                    "times the first steps, plans the steps that fit and lays the lr schedule over them; "
+                    "a resumed run keeps its plan (<model_dir>/plan.json). See wmse_tf/budget.py.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Cap on steps per epoch (0 = the full split), for smoke runs.")
 flags.DEFINE_float("lr", 3e-3, "Peak learning rate.")
 flags.DEFINE_integer("warmup", 500, "Linear warmup steps (iterations, not epochs).")
@@ -109,7 +113,7 @@ def config_from_flags(values=FLAGS, hardware=None):
     base = values.dataset.partition(":")[0]
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     kwargs = {name: values[name].value for name in fields if name in values and name not in
-              ("augment", "model_dir", "lr_drop_epochs", "devices")}
+              ("augment", "model_dir", "lr_drop_epochs", "devices", "time_budget")}
     try:
         drops = tuple(int(x) for x in values.lr_drop_epochs)
     except ValueError:
@@ -117,6 +121,7 @@ def config_from_flags(values=FLAGS, hardware=None):
                                      "must be integers") from None
     cfg = config_lib.TrainConfig(
         **kwargs, augment=aug, lr_drop_epochs=drops, devices=tuple(values.devices),
+        time_budget=config_lib.parse_duration(values.time_budget),
         model_dir=values.model_dir or f"runs/{base}_{values.method}")
     return resolve.resolve(cfg, hardware)
 
