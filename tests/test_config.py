@@ -158,6 +158,8 @@ def test_a_config_may_hold_auto_values():
                              mixed_precision="auto", jit_compile="auto", steps_per_execution=0).validate()
     assert not cfg.resolved and config.TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert resolve.resolve(cfg, "cpu").resolved
+    assert config.TrainConfig(jit_compile="true").jit_compile is True  # the flag's spelling
+    assert config.TrainConfig(jit_compile="false").jit_compile is False
     with pytest.raises(config.ConfigError, match="--stem=big"):
         config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, stem="big").validate()
 

@@ -28,6 +28,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("step", "cosine", "constant")
 OPTIMIZERS = ("adam", "sgd")
 AUTO = "auto"  # resolved by wmse_tf.resolve
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Values that must match the saved flags.json to resume a run from its checkpoints.
 KEY_FIELDS = ("dataset", "train_split", "method", "arch", "width", "stem", "emb", "hidden",
               "num_views", "batch_size", "w_size", "w_iter", "steps_per_epoch", "image_size")
@@ -121,6 +122,8 @@ class TrainConfig:
             object.__setattr__(self, "augment", default_augment(self.dataset))
         for name in ("devices", "lr_drop_epochs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.jit_compile, str) and self.jit_compile.lower() in _BOOLS:  # flag spelling
+            object.__setattr__(self, "jit_compile", _BOOLS[self.jit_compile.lower()])
 
     @property
     def image_size(self):

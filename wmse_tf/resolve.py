@@ -119,17 +119,6 @@ def default_stem(dataset):
     return "cifar" if size <= 32 else "small" if size <= 96 else "imagenet"
 
 
-def parse_jit(value):
-    """`--jit_compile` as True / False / "auto" (accepts bools and true/false/1/0/yes/no)."""
-    if isinstance(value, bool) or value == AUTO:
-        return value
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise config_lib.ConfigError(f"--jit_compile={value}: allowed: auto, true, false")
-
-
 def replicas(cfg, hardware):
     """Replicas of the run as far as the config and hardware tell (None: multi-worker)."""
     known = cfg.expected_replicas
@@ -173,10 +162,8 @@ def resolve(cfg, hardware=None):
     Raises:
       ConfigError: a bad value (the message names the flag).
     """
-    changes = {"jit_compile": parse_jit(cfg.jit_compile)}
     if cfg.stem == AUTO:
-        changes["stem"] = default_stem(cfg.dataset)
-    cfg = dataclasses.replace(cfg, **changes)
+        cfg = dataclasses.replace(cfg, stem=default_stem(cfg.dataset))
     if needs_hardware(cfg):
         if hardware is None:
             hardware = detect(cfg.strategy)
