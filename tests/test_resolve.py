@@ -108,3 +108,19 @@ def test_onednn_isa_limit_turns_native_bf16_off(tmp_path, monkeypatch, isa, nati
     assert resolve.cpu_description(str(cpuinfo)).startswith("Test CPU, ")
     assert "AVX512_BF16" in resolve.cpu_description(str(cpuinfo))
     assert ("oneDNN limited to" in resolve.cpu_description(str(cpuinfo))) is bool(isa)
+
+
+def test_trainer_run_resolves_a_config_built_in_code(monkeypatch):
+    """trainer.run(cfg) with "auto" values resolves them first (before the strategy exists)."""
+    from wmse_tf import distribute, trainer
+
+    detected = []
+    monkeypatch.setattr(resolve, "detect", lambda strategy="default": detected.append(strategy) or CPU)
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("strategy requested")
+
+    monkeypatch.setattr(distribute, "make_strategy", stop)
+    with pytest.raises(RuntimeError, match="strategy requested"):
+        trainer.run(auto_config())
+    assert detected == ["default"]
