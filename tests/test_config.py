@@ -164,12 +164,8 @@ def test_a_config_may_hold_auto_values():
         config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, stem="big").validate()
 
 
-TF_FREE = ("archs", "augment_config", "config", "datasets_info", "methods", "resolve")
-
-
-@pytest.mark.parametrize("name", TF_FREE)
-def test_config_modules_import_only_the_standard_library_and_each_other(name):
-    """Module-level imports of the config layer (imports inside functions, e.g. TF for the GPU check, are lazy)."""
+def module_level_imports(name):
+    """Modules imported at the top level of wmse_tf/<name>.py (imports in functions are lazy)."""
     with open(os.path.join(ROOT, "wmse_tf", f"{name}.py")) as f:
         tree = ast.parse(f.read())
     imported = []
@@ -178,9 +174,26 @@ def test_config_modules_import_only_the_standard_library_and_each_other(name):
             imported += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             imported += [f"{node.module}.{a.name}" if node.module == "wmse_tf" else node.module for a in node.names]
-    ours = {f"wmse_tf.{m}" for m in TF_FREE}
-    bad = [m for m in imported if m.split(".")[0] not in sys.stdlib_module_names and m not in ours]
+    return imported
+
+
+@pytest.mark.parametrize("root", ["config", "resolve", "methods"])
+def test_the_config_layer_imports_only_the_standard_library(root):
+    """config, resolve and methods, and every module of ours they import (transitively), import
+    only the standard library at module level: no TensorFlow, Keras, NumPy or absl."""
+    seen, todo, bad = set(), [root], []
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        for module in module_level_imports(name):
+            if module.startswith("wmse_tf."):
+                ours = module.split(".")[1]
+                if ours not in seen:
+                    todo.append(ours)
+            elif module.split(".")[0] not in sys.stdlib_module_names:
+                bad.append(f"{name}: {module}")
     assert not bad, bad
+    assert root != "config" or {"datasets_info", "augment_config", "archs", "methods"} <= seen
 
 
 # Flags whose `auto` depends on the machine (wmse_tf.resolve): a flagfile that fixes one
