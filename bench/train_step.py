@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import distribute, encoders, model, objectives
+from wmse_tf import encoders, model, objectives, resolve
 from bench import machine_line
 
 SETTINGS = (("float32", False), ("mixed_bfloat16", False), ("float32", True), ("mixed_bfloat16", True))
@@ -105,7 +105,7 @@ def main():
     print(f"SSLModel train step, ResNet-18 CIFAR stem width {args.width}, 32x32, batch {args.batch} images; "
           f"TF {tf.__version__}, Keras {keras.__version__}, devices {[d.device_type for d in tf.config.list_physical_devices()]}")
     print(f"{'setting':<24} {'bare img/s':>10} {'W-MSE 2':>9} {'W-MSE 4':>9} {'whitening share':>16}")
-    settings = SETTINGS if args.settings == "all" or distribute.cpu_has_bf16() else \
+    settings = SETTINGS if args.settings == "all" or resolve.cpu_has_bf16() else \
         tuple(s for s in SETTINGS if s[0] == "float32")
     cases = {}
     for policy, jit in settings:

@@ -141,9 +141,9 @@ def training_text(cfg, results):
         plan = results.get("plan") or {}
         text += (f", planned by --time_budget={results['time_budget_seconds']:g}s from a measured "
                  f"{plan.get('step_seconds', float('nan')):.3f} s/step")
-    from wmse_tf import distribute
+    from wmse_tf import resolve
 
-    return text + f", {cfg.mixed_precision}, on {distribute.cpu_description()}"
+    return text + f", {cfg.mixed_precision}, on {resolve.cpu_description()}"
 
 
 def export_model(cfg, export_dir, metrics):

@@ -15,13 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from wmse_tf import eval_transform
+from wmse_tf.datasets_info import class_names  # noqa: F401 (TF-free, used by datasets_info too)
 
 log = logging.getLogger(__name__)
-
-
-def class_names(folder: str) -> Tuple[str, ...]:
-    return tuple(sorted(d for d in os.listdir(folder)
-                        if not d.startswith(".") and os.path.isdir(os.path.join(folder, d))))
 
 
 def image_problem(path: str) -> Optional[str]:

@@ -3,11 +3,11 @@
 Why not `model.fit()`: Keras 3.15's fit() fails under MultiWorkerMirroredStrategy (its
 `_maybe_symbolic_build` reduces the first distributed batch with a collective it cannot
 run), and fit() cannot resume in the middle of an epoch. This loop is what fit() does,
-minus that: `strategy.run(model.train_step)` on batches of a distributed dataset,
-`steps_per_execution` steps per tf.function call, metrics reduced (mean) over
-replicas, and the standard callback hooks (`on_train_batch_end(batch, logs)` once per
-execution, `on_epoch_end(epoch, logs)`), so ProgbarLogger and any Keras callback
-work. It is the same code for every strategy.
+minus that: `strategy.run(model.train_step)` (XLA-compiled per replica when asked) on
+batches of a distributed dataset, `steps_per_execution` steps per tf.function call,
+metrics reduced (mean) over replicas, and the standard callback hooks
+(`on_train_batch_end(batch, logs)` once per execution, `on_epoch_end(epoch, logs)`), so
+ProgbarLogger and any Keras callback work. It is the same code for every strategy.
 
 State shared with callbacks is a `LoopState`: global `step`, `epoch`,
 `steps_per_epoch`, and `stop_reason` ("nan", "signal") set by callbacks.
@@ -61,17 +61,22 @@ class LoopState:
 def make_train_function(model, strategy, jit_compile=False):
     """tf.function(iterator, n) running n training steps, returning mean metrics.
 
-    The per-step function (strategy.run of model.train_step) is jit-compiled when
-    asked, like Keras' fit() does; the steps run in a tf.while_loop. Neither is
-    converted by autograph (fit() does not convert train_step either, and
-    converting a ResNet's Python code doubles the tracing time).
+    As Keras' fit() does, XLA compiles the per-replica step: `model.train_step`
+    wrapped in `tf.function(jit_compile=True)` is the function `strategy.run` calls
+    on each replica (Keras' `jit_compile="auto"` keeps it off under tf.distribute;
+    `wmse_tf.resolve` does the same for multi-replica runs). The steps run in a
+    tf.while_loop. Nothing is converted by autograph (fit() does not convert
+    train_step either, and converting a ResNet's Python code doubles the tracing time).
     """
+    replica_step = model.train_step
+    if jit_compile:
+        replica_step = tf.function(replica_step, jit_compile=True, reduce_retracing=True, autograph=False)
 
     def one_step(batch):
-        strategy.run(model.train_step, args=(batch,))
+        strategy.run(replica_step, args=(batch,))
         return tf.constant(0)
 
-    one_step = tf.function(one_step, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+    one_step = tf.function(one_step, reduce_retracing=True, autograph=False)
 
     def results():
         return {m.name: m.result() for m in model.metrics}
@@ -99,7 +104,7 @@ class TrainLoop:
         experimental_distribute_dataset) that never runs out.
       steps_per_epoch: steps per epoch.
       steps_per_execution: steps per tf.function call (callbacks see one batch each).
-      jit_compile: XLA-compile the train step.
+      jit_compile: XLA-compile the per-replica train step.
     """
 
     def __init__(self, model, strategy, dataset, steps_per_epoch, steps_per_execution=1,

@@ -10,7 +10,7 @@ tensors, so it works in serving graphs with unknown image sizes.
 
 import tensorflow as tf
 
-KERNELS = ("bicubic", "bilinear")
+from wmse_tf.augment_config import INTERPOLATIONS as KERNELS  # noqa: F401 (public name)
 
 
 def kernel(x: tf.Tensor, kind: str) -> tf.Tensor:

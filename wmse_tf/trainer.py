@@ -1,10 +1,11 @@
 """One training run from a TrainConfig: strategy, model, data, callbacks, loop, export.
 
 `run(cfg)` returns a process exit code (see EXIT_*); `wmse_tf/train.py` is the absl
-front end. Order of a run: strategy (first TF call) -> batch split checked ->
-model_dir checked against its flags.json (resume refused if key values differ) ->
-model + optimizer built under the strategy -> newest good checkpoint restored ->
-flags.json written -> training -> encoder.keras (+ SavedModel export) -> results.json.
+front end. Order of a run: `auto` values resolved (`wmse_tf.resolve`) -> strategy
+(first TF call) -> batch split checked -> model_dir checked against its flags.json
+(resume refused if key values differ) -> model + optimizer built under the strategy ->
+newest good checkpoint restored -> flags.json written -> training -> encoder.keras
+(+ SavedModel export) -> results.json.
 
 Example:
   >>> code = trainer.run(config.TrainConfig(dataset="digits", ...).validate())
@@ -23,7 +24,7 @@ from wmse_tf import budget as budget_lib
 from wmse_tf import callbacks as cb
 from wmse_tf import checkpoint as ckpt_lib
 from wmse_tf import config as config_lib
-from wmse_tf import data, distribute, encoders, methods, pipeline, run_log, schedules
+from wmse_tf import data, distribute, encoders, methods, pipeline, resolve, run_log, schedules
 from wmse_tf import lock as lock_lib
 from wmse_tf.loop import LoopState, TrainLoop
 
@@ -173,6 +174,7 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
 
 def run(cfg):
     """Trains as `cfg` says; returns the exit code (0 done, 2 config/locked, 3 NaN, 4 write failed, 128+sig)."""
+    cfg = resolve.resolve(cfg)  # a config built in code may hold "auto" values
     strategy = distribute.make_strategy(cfg.strategy, cfg.devices, cfg.cpu_replicas, cfg.tpu)
     cfg.validate_replicas(strategy.num_replicas_in_sync)
     chief = distribute.is_chief(strategy)
