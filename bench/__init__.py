@@ -1,1 +1,10 @@
-"""Benchmarks printing figures measured in one run."""
+"""Benchmarks printing figures measured in one run; each names its machine first."""
+
+
+def machine_line():
+    """The first line of every benchmark: CPU model, cores, vector/bf16 flags, load."""
+    import os
+
+    from wmse_tf import resolve
+
+    return f"machine: {resolve.cpu_description()}; load average {os.getloadavg()[0]:.1f}"

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from wmse_tf import augment, pipeline
+from bench import machine_line
 
 
 def images_per_second(dataset: tf.data.Dataset, n_batches: int, warmup: int = 2) -> float:
@@ -78,6 +79,7 @@ def breakdown(cfg: augment.AugmentConfig, source: int, batch: int, repeats: int)
 
 def main(quick: bool = False) -> None:
     batch, views = 256, 4
+    print(machine_line(), flush=True)
     n_batches = 4 if quick else 12
     print(f"TF {tf.__version__}, {os.cpu_count()} CPU cores visible, batch {batch} images "
           f"x {views} views, float32, CPU; load average at start {os.getloadavg()[0]:.1f}")

@@ -17,6 +17,8 @@ import time
 
 from absl import app, flags
 
+from bench import machine_line
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("arch", "resnet18", "Encoder architecture (wmse_tf.encoders.ARCHS).")
 flags.DEFINE_string("stem", "cifar", "ResNet stem: cifar | small | imagenet.")
@@ -60,6 +62,7 @@ def build(case):
 
 def main(argv):
     del argv
+    print(machine_line(), flush=True)
     import numpy as np
 
     rng = np.random.default_rng(FLAGS.seed)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from wmse_tf import encoders, model, objectives, whitening
+from bench import machine_line
 
 
 def seconds_per_call(fn, *args, repeats=10, warmup=2):
@@ -73,6 +74,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="width 16 encoder, fewer repeats")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     # One timed step (after an untimed one that traces): the share is ~1e-4, far from noise.
     width, step_repeats = (16, 2) if args.quick else (64, 1)
     n, d, w_size = 256, 64, 128

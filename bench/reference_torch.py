@@ -10,10 +10,12 @@ CIFAR stem (3x3 conv, no max-pool), the encoder called once per view, the projec
 sub-batch of w_size and each view one Cholesky whitening (torch.linalg.cholesky +
 solve_triangular, as the reference's Whitening2d), the normalized MSE of every pair of
 views, Adam. Prints one line: `reference img/s <float>` (source images per second,
-each with `views` views, median of `repeats` steps after a warm-up step).
+each with `views` views, median of `repeats` steps after a warm-up step); with --serve, one
+step per line of stdin, its seconds printed (bench.train_step alternates it with its own).
 """
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -86,6 +88,9 @@ def main():
     parser.add_argument("--emb", type=int, default=64)
     parser.add_argument("--w_size", type=int, default=0, help="0 = the batch (as bench.train_step)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serve", action="store_true",
+                        help="after the warm-up, run one step per line read from stdin and print its "
+                             "seconds (so a benchmark can time it alternately with its own steps)")
     args = parser.parse_args()
     torch.manual_seed(0)
     encoder, out = resnet18_cifar(args.width)
@@ -105,9 +110,14 @@ def main():
         return time.perf_counter() - start
 
     step()  # warm-up
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}", flush=True)
+    if args.serve:
+        for _ in sys.stdin:
+            print(f"step {step():.6f}", flush=True)
+        return
     times = [step() for _ in range(args.repeats)]
     print("step seconds", [round(t, 2) for t in times])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"reference img/s {args.batch / float(np.median(times)):.2f}")
 
 

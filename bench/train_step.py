@@ -9,12 +9,16 @@ encoder + projector, plain MSE between 2 views, no whitening), then the ratios
 between settings, the whitening's share, the input pipeline's headroom over the
 fastest step, and the peak RSS of a W-MSE 4 step at batch 256. XLA is timed for W-MSE 2
 only unless --all (it is slower on CPUs, and each XLA compile costs a minute there).
-The PyTorch reference (bench/reference_torch.py) is timed in the same run when a Python
-with torch is found (--reference_python, default: this one if it imports torch).
+The PyTorch reference (bench/reference_torch.py) is timed in the same run, one of its steps
+after each round of ours, when a Python with torch is found (--reference_python, default:
+this one if it imports torch). Under ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU emulated on a
+newer one) the reference also gets ATEN_CPU_CAPABILITY=avx2. bfloat16 settings are timed only
+where the CPU has native bfloat16 (--settings=all: always).
 """
 
 import argparse
 import importlib.util
+import os
 import resource
 import subprocess
 import sys
@@ -24,7 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import encoders, model, objectives
+from wmse_tf import encoders, model, objectives, resolve
+from bench import machine_line
 
 SETTINGS = (("float32", False), ("mixed_bfloat16", False), ("float32", True), ("mixed_bfloat16", True))
 
@@ -83,6 +88,9 @@ def main():
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = the paper's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--all", action="store_true", help="also time XLA for the bare and W-MSE 4 steps")
+    parser.add_argument("--settings", default="auto",
+                        help="auto: bfloat16 settings only where the CPU has native bfloat16 (emulated "
+                             "bfloat16 is ~4x slower, nothing to learn); all: every setting")
     parser.add_argument("--reference_python", default="",
                         help="Python with torch for the PyTorch reference step ('none' to skip)")
     parser.add_argument("--rss_probe", action="store_true", help="only print the peak RSS of a W-MSE 4 run")
@@ -90,24 +98,30 @@ def main():
     args = parser.parse_args()
     if args.rss_probe:
         return rss_probe(args.width, args.policy)
+    print(machine_line(), flush=True)
     if args.quick:
         args.width, args.repeats = 16, 2
     wmse = objectives.WMSE(w_size=args.batch)
     print(f"SSLModel train step, ResNet-18 CIFAR stem width {args.width}, 32x32, batch {args.batch} images; "
           f"TF {tf.__version__}, Keras {keras.__version__}, devices {[d.device_type for d in tf.config.list_physical_devices()]}")
     print(f"{'setting':<24} {'bare img/s':>10} {'W-MSE 2':>9} {'W-MSE 4':>9} {'whitening share':>16}")
+    settings = SETTINGS if args.settings == "all" or resolve.cpu_has_bf16() else \
+        tuple(s for s in SETTINGS if s[0] == "float32")
     cases = {}
-    for policy, jit in SETTINGS:
+    for policy, jit in settings:
         name = f"{policy}{' +XLA' if jit else ''}"
         for label, objective, views in (("bare", PlainMSE(), 2), ("wmse2", wmse, 2), ("wmse4", wmse, 4)):
             if jit and label != "wmse2" and not args.all:
                 continue
             cases[name, label] = Case(policy, jit, objective, views, args.batch, args.width)
-    for _ in range(args.repeats):  # round-robin, so load changes hit every setting alike
+    reference = Reference(args)
+    for _ in range(args.repeats):  # round-robin, so load changes hit every setting (and the reference) alike
         for case in cases.values():
             case.times.append(case.step())
+        reference.step()
+    reference.close()
     results = {}
-    for policy, jit in SETTINGS:
+    for policy, jit in settings:
         name = f"{policy}{' +XLA' if jit else ''}"
         bare, two, four = (cases[name, k].images_per_second() if (name, k) in cases else float("nan")
                            for k in ("bare", "wmse2", "wmse4"))
@@ -121,10 +135,11 @@ def main():
     print("\nratios to float32 (W-MSE 2): " + ", ".join(f"{k} {v[1] / base[1]:.2f}x" for k, v in results.items()))
     print(f"best setting for W-MSE 2: {best} at {results[best][1]:.1f} img/s "
           f"({2 * results[best][1]:.1f} encoder images/s, 2 views each)")
-    reference = reference_images_per_second(args)
-    if reference:
-        print(f"PyTorch reference W-MSE 2 step (bench/reference_torch.py), same encoder and batch: "
-              f"{reference:.1f} img/s; best wmse_tf setting / reference = {results[best][1] / reference:.2f}x")
+    ref = reference.images_per_second(args.batch)
+    if ref:
+        print(f"PyTorch reference W-MSE 2 step (bench/reference_torch.py, {reference.info}), timed "
+              f"alternately with the above: {ref:.1f} img/s; best wmse_tf setting / reference = "
+              f"{results[best][1] / ref:.2f}x, float32 / reference = {base[1] / ref:.2f}x")
     try:
         from bench.input_pipeline import images_per_second as pipeline_ips
         from wmse_tf import augment, pipeline
@@ -140,21 +155,44 @@ def main():
     print(probe.stdout.strip().splitlines()[-1] if probe.returncode == 0 else f"RSS probe failed: {probe.stderr[-500:]}")
 
 
-def reference_images_per_second(args):
-    """img/s of the PyTorch reference step run in a subprocess, or None (torch not found / failed)."""
-    python = args.reference_python or (sys.executable if importlib.util.find_spec("torch") else "")
-    if not python or python == "none":
-        print("PyTorch reference: skipped (no Python with torch; pass --reference_python=PATH, "
-              "e.g. a venv with `pip install torch`)")
-        return None
-    proc = subprocess.run([python, "-m", "bench.reference_torch", f"--batch={args.batch}", f"--width={args.width}",
-                           f"--emb={objective_emb(args.batch)}", f"--repeats={args.repeats}"],
-                          capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("reference img/s")]
-    if proc.returncode != 0 or not lines:
-        print(f"PyTorch reference failed ({python}): {proc.stderr[-300:]}")
-        return None
-    return float(lines[-1].split()[-1])
+class Reference:
+    """The PyTorch reference step in a subprocess (bench/reference_torch.py --serve), stepped on
+    demand so that it is timed alternately with wmse_tf's steps; None-like when unavailable."""
+
+    def __init__(self, args):
+        self.proc, self.times, self.info = None, [], ""
+        python = args.reference_python or (sys.executable if importlib.util.find_spec("torch") else "")
+        if not python or python == "none":
+            print("PyTorch reference: skipped (no Python with torch; pass --reference_python=PATH, "
+                  "e.g. a venv with `pip install torch==2.13.0 numpy`)")
+            return
+        env = dict(os.environ)
+        if env.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2"):
+            env.setdefault("ATEN_CPU_CAPABILITY", "avx2")  # PyTorch's own kernels too, not only oneDNN's
+        self.proc = subprocess.Popen(
+            [python, "-m", "bench.reference_torch", f"--batch={args.batch}", f"--width={args.width}",
+             f"--emb={objective_emb(args.batch)}", "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.info = self.proc.stdout.readline().strip()  # after its warm-up step
+        if not self.info.startswith("torch"):
+            print(f"PyTorch reference failed ({python}): {self.info}")
+            self.close()
+
+    def step(self):
+        if self.proc is None:
+            return
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        self.times.append(float(self.proc.stdout.readline().split()[1]))
+
+    def images_per_second(self, batch):
+        return batch / float(np.median(self.times)) if self.times else None
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
+            self.proc = None
 
 
 def rss_probe(width, policy):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wmse_tf import data, image_folder
+from wmse_tf import data, errors, image_folder, tfds_source
 
 FASHION_DIR = data.IDX_DIR
 
@@ -74,12 +74,91 @@ def test_stl10_ssl_split_is_train_plus_unlabelled():
 
 
 def test_tfds_not_prepared_names_the_fix(tmp_path):
-    with pytest.raises(data.DatasetNotFoundError) as err:
-        data.load("cifar10", "train", data_dir=str(tmp_path))
+    with pytest.raises(data.DatasetNotFoundError) as err:  # the real TFDS builder, nothing there
+        data.load("cifar10", "train", data_dir=str(tmp_path), download=False)
     message = str(err.value)
     assert "cifar10" in message and str(tmp_path) in message
-    assert f"tfds build cifar10 --data_dir={tmp_path}" in message
-    assert isinstance(err.value, ValueError)
+    assert f"tfds build cifar10 --data_dir={tmp_path}" in message and "--nodownload" in message
+    assert isinstance(err.value, ValueError) and isinstance(err.value, errors.UserError)
+
+
+class FakeBuilder:
+    """A TFDS builder: not prepared until download_and_prepare (recorded; may raise) runs."""
+
+    def __init__(self, name, data_dir, fail=None):
+        self.data_dir = os.path.join(tfds_source.data_root(data_dir), name, "1.0.0")
+        self.fail, self.prepared, self.downloads = fail, False, []
+
+    def is_prepared(self):
+        return self.prepared
+
+    def download_and_prepare(self, download_dir=None):
+        self.downloads.append(download_dir)
+        if self.fail:
+            raise self.fail
+        self.prepared = True
+
+    def as_dataset(self, split, as_supervised, shuffle_files):
+        assert self.prepared and as_supervised
+        image = np.full((2, 32, 32, 3), 7 if split == "train" else 9, np.uint8)
+        return tf.data.Dataset.from_tensor_slices((image, np.array([1, 2])))
+
+
+@pytest.fixture
+def fake_tfds(monkeypatch):
+    """tfds_source.builder -> FakeBuilder (one per name, like data on disk); returns the builders
+    and a dict whose "error" makes their downloads raise."""
+    builders, fail = {}, {}
+
+    def builder(name, data_dir=None):
+        if name not in builders:
+            builders[name] = FakeBuilder(name, data_dir, fail.get("error"))
+        return builders[name]
+
+    monkeypatch.setattr(tfds_source, "builder", builder)
+    return builders, fail
+
+
+def test_missing_tfds_dataset_is_downloaded_and_prepared_once(tmp_path, fake_tfds, capsys):
+    builders, _ = fake_tfds
+    images, labels = _take(data.load("cifar10", "train", data_dir=str(tmp_path)))
+    assert builders["cifar10"].downloads == [str(tmp_path / "downloads")]
+    assert images.shape == (2, 32, 32, 3) and images.max() == 7 and list(labels) == [1, 2]
+    out = capsys.readouterr().out
+    assert "cifar10" in out and str(tmp_path / "downloads") in out and builders["cifar10"].data_dir in out
+    data.load("cifar10", "test", data_dir=str(tmp_path))
+    data.prepare("cifar10", data_dir=str(tmp_path))
+    assert len(builders["cifar10"].downloads) == 1  # prepared now: no second download
+
+
+def test_no_download_when_download_is_false(tmp_path, fake_tfds):
+    builders, _ = fake_tfds
+    for call in (lambda: data.load("stl10", "ssl", str(tmp_path), download=False),
+                 lambda: data.prepare("stl10", str(tmp_path), download=False)):
+        with pytest.raises(data.DatasetNotFoundError, match=f"tfds build stl10 --data_dir={tmp_path}"):
+            call()
+    assert builders["stl10"].downloads == []
+
+
+def test_failed_download_names_dataset_dir_and_fix(tmp_path, fake_tfds):
+    builders, fail = fake_tfds
+    fail["error"] = OSError("Failed to resolve 'www.cs.toronto.edu'")
+    with pytest.raises(data.DatasetNotFoundError) as err:
+        data.prepare("cifar100", data_dir=str(tmp_path))
+    message = str(err.value)
+    assert builders["cifar100"].downloads == [str(tmp_path / "downloads")]
+    assert "'cifar100'" in message and "failed" in message and "Failed to resolve" in message
+    assert f"tfds build cifar100 --data_dir={tmp_path}" in message
+
+
+def test_fashion_mnist_downloads_only_without_idx_files(tmp_path, fake_tfds, monkeypatch):
+    builders, _ = fake_tfds
+    monkeypatch.setattr(data, "IDX_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(data.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.prepare("fashion_mnist", str(tmp_path), download=False)
+    assert builders["fashion_mnist"].downloads == []
+    data.prepare("fashion_mnist", str(tmp_path))
+    assert builders["fashion_mnist"].downloads == [str(tmp_path / "downloads")]
 
 
 # ------------------------------------------------------------------------- Fashion-MNIST
@@ -108,7 +187,7 @@ def test_fashion_mnist_debian_idx_files(tmp_path):
 def test_fashion_mnist_idx_in_data_dir_and_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "IDX_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(data.DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        data.load("fashion_mnist", "train", data_dir=str(tmp_path))
+        data.load("fashion_mnist", "train", data_dir=str(tmp_path), download=False)
     folder = tmp_path / "fashion-mnist"
     folder.mkdir()
     images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 251

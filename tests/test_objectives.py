@@ -1,6 +1,11 @@
 """Tests of wmse_tf.objectives: W-MSE against its definition."""
 
 import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import keras
@@ -126,6 +131,37 @@ def test_registry():
     assert set(stats) == set(obj.stat_names)
     with pytest.raises(ValueError, match="unknown objective"):
         objectives.get("nope")
+
+
+# A fresh interpreter that imports only wmse_tf.objectives, then builds every objective by name.
+GET_ALL = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from wmse_tf import objectives
+    before = sorted(m for m in sys.modules if m.startswith("wmse_tf."))
+    views = np.random.default_rng(0).normal(size=(2, 64, 8)).astype("float32")
+    out = {"before": before}
+    for name in objectives.OBJECTIVES:
+        obj = objectives.get(name, **({"w_size": 32} if name == "wmse" else {}))
+        kwargs = {"target": views[::-1]} if name == "byol" else {}
+        loss, stats = obj(views, **kwargs)
+        out[name] = [type(obj).__module__ + "." + type(obj).__name__, float(loss), sorted(stats)]
+    print(json.dumps(out))
+""")
+
+
+def test_get_builds_every_objective_without_other_imports():
+    """objectives.get works in a fresh process: no objective registers itself on import."""
+    proc = subprocess.run([sys.executable, "-c", GET_ALL], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not [m for m in out["before"] if m in ("wmse_tf.contrastive", "wmse_tf.byol", "wmse_tf.methods")]
+    assert out["wmse"][0] == "wmse_tf.objectives.WMSE" and out["normmse"][0] == "wmse_tf.objectives.NormMSE"
+    assert out["contrastive"][0] == "wmse_tf.contrastive.NTXent" and out["byol"][0] == "wmse_tf.byol.BYOLLoss"
+    for name in ("wmse", "normmse", "contrastive", "byol"):
+        assert np.isfinite(out[name][1]) and out[name][2], out[name]
+    assert out["normmse"][2] == ["emb_std"] and "pos_cos" in out["contrastive"][2]
 
 
 def test_whitening_is_one_batched_call():

@@ -158,9 +158,9 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_finishes(tmp_path, monkeypatch
     real = trainer.make_callbacks
 
     def with_signal(cfg, model_, state, *args):
-        cbs, monitor = real(cfg, model_, state, *args)
+        cbs, *rest = real(cfg, model_, state, *args)
         cbs.callbacks.insert(0, _SendSignal(state, at_step=6))
-        return cbs, monitor
+        return (cbs, *rest)
 
     monkeypatch.setattr(trainer, "make_callbacks", with_signal)
     cfg = smoke_config(tmp_path, "--eval_every=0")

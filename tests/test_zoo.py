@@ -68,6 +68,7 @@ def test_train_command_uses_the_flagfile(tmp_path):
     cmd = build.train_command(entry, str(tmp_path / "run"), extra=["--epochs=1"])
     assert cmd[1:4] == ["-m", "wmse_tf.train", "--flagfile=configs/fashion_mnist.flags"]
     assert cmd[-1] == "--epochs=1" and f"--model_dir={tmp_path / 'run'}" in cmd
+    assert "--time_budget=0" in cmd  # the registry's epochs, not the demo's wall-clock budget
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +170,8 @@ def test_committed_fashion_mnist_encoder_is_intact_and_works():
     path = os.path.join(ROOT, entry["export"])
     assert export.file_hashes(path, skip=()) == entry["files"]
     try:
-        train = data.load("fashion_mnist", "train").take(5000).batch(1000)
-        test = data.load("fashion_mnist", "test").take(1000).batch(1000)
+        train = data.load("fashion_mnist", "train", download=False).take(5000).batch(1000)
+        test = data.load("fashion_mnist", "test", download=False).take(1000).batch(1000)
     except data.DatasetNotFoundError as e:
         pytest.skip(f"Fashion-MNIST not installed ({e})")
     serve = tf.saved_model.load(path).signatures["serving_uint8"]

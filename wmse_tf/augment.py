@@ -13,95 +13,16 @@ Example:
     >>> views = augment.make_views(images_uint8, augment.recipe("cifar10"), 2, seed=0)
 """
 
-import dataclasses
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict
 
 import tensorflow as tf
 
-from wmse_tf import data as data_lib
+from wmse_tf import eval_transform as eval_transform_lib
 from wmse_tf import resampling
+from wmse_tf.augment_config import AugmentConfig, recipe  # noqa: F401 (re-exported)
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights.
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """One augmentation recipe. Names of the reference flags are given in brackets.
-
-    Attributes:
-      image_size: side S of the square output views.
-      mean, std: per-channel normalization of [0, 1] pixels.
-      brightness, contrast, saturation, hue: color jitter strengths [cj0..cj3].
-      jitter_p: probability of applying the color jitter [cj_p].
-      grayscale_p: probability of grayscale [gs_p].
-      crop_scale_min, crop_scale_max: crop area fraction range [crop_s0, crop_s1].
-      crop_ratio_min, crop_ratio_max: crop aspect ratio range [crop_r0, crop_r1].
-      flip_p: horizontal flip probability [hf_p].
-      blur_p: Gaussian blur probability (0 disables it).
-      blur_sigma_min, blur_sigma_max: blur sigma range in output pixels.
-      interpolation: "bicubic" (reference) or "bilinear"; both antialiased.
-      eval_resize: eval transform resizes the shorter side to this, then center
-        crops image_size; None resizes straight to image_size.
-    """
-
-    image_size: int = 32
-    mean: Tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
-    std: Tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.1
-    crop_scale_min: float = 0.2
-    crop_scale_max: float = 1.0
-    crop_ratio_min: float = 3 / 4
-    crop_ratio_max: float = 4 / 3
-    flip_p: float = 0.5
-    blur_p: float = 0.0
-    blur_sigma_min: float = 0.1
-    blur_sigma_max: float = 2.0
-    interpolation: str = "bicubic"
-    eval_resize: Optional[int] = None
-
-    def __post_init__(self):
-        checks = [
-            ("image_size >= 1", self.image_size >= 1),
-            ("jitter_p, grayscale_p, flip_p, blur_p in [0, 1]",
-             all(0 <= p <= 1 for p in (self.jitter_p, self.grayscale_p, self.flip_p, self.blur_p))),
-            ("brightness, contrast, saturation >= 0",
-             min(self.brightness, self.contrast, self.saturation) >= 0),
-            ("hue in [0, 0.5]", 0 <= self.hue <= 0.5),
-            ("0 < crop_scale_min <= crop_scale_max <= 1",
-             0 < self.crop_scale_min <= self.crop_scale_max <= 1),
-            ("0 < crop_ratio_min <= crop_ratio_max",
-             0 < self.crop_ratio_min <= self.crop_ratio_max),
-            ("0 < blur_sigma_min <= blur_sigma_max",
-             0 < self.blur_sigma_min <= self.blur_sigma_max),
-            (f"interpolation in {resampling.KERNELS}", self.interpolation in resampling.KERNELS),
-            ("mean and std of 3 values, std > 0",
-             len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0),
-            ("eval_resize None or >= image_size",
-             self.eval_resize is None or self.eval_resize >= self.image_size),
-        ]
-        for rule, ok in checks:
-            if not ok:
-                raise ValueError(f"AugmentConfig needs {rule}; got {self}")
-
-
-def recipe(name: str) -> AugmentConfig:
-    """Per-dataset defaults of the paper / reference code for a registered dataset name."""
-    meta = data_lib.info(name)
-    cfg = AugmentConfig(image_size=meta.image_size, mean=meta.mean, std=meta.std)
-    base = meta.name.split(":")[0]
-    if base == "stl10":
-        return dataclasses.replace(cfg, image_size=64, eval_resize=70)
-    if base == "imagenet100":
-        return dataclasses.replace(
-            cfg, image_size=224, eval_resize=256, crop_scale_min=0.08, brightness=0.8,
-            contrast=0.8, saturation=0.8, hue=0.2, grayscale_p=0.2, blur_p=0.5)
-    return cfg
 
 
 # ------------------------------------------------------------------------ random parameters
@@ -281,35 +202,20 @@ class MultiView:
 
 
 def eval_transform(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """Deterministic eval view: shorter side to eval_resize, center crop, normalize."""
-    x = _to_float(images)
-    height, width = x.shape[1], x.shape[2]
-    size = cfg.image_size
-    resize = cfg.eval_resize or size
-    if (height, width) != (size, size) or resize != size:
-        scale = min(height, width) / resize  # input pixels per resized pixel.
-        off_y = round((round(height / scale) - size) / 2)  # torchvision CenterCrop offsets.
-        off_x = round((round(width / scale) - size) / 2)
-        b = tf.shape(x)[0]
-        ones = tf.ones([b])
-        rows = resampling.resample_matrix(height, size, ones * off_y * scale, ones * scale, cfg.interpolation)
-        cols = resampling.resample_matrix(width, size, ones * off_x * scale, ones * scale, cfg.interpolation)
-        x = tf.clip_by_value(resampling.apply_separable(x, rows, cols), 0.0, 1.0)
-    return normalize(x, cfg)
+    """The recipe's eval view (`wmse_tf.eval_transform.apply`): resize, center crop, normalize."""
+    return eval_transform_lib.apply(images, cfg.image_size, cfg.mean, cfg.std, cfg.eval_resize)
 
 
 def normalize(images: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """(x - mean) / std per channel for float images in [0, 1]."""
-    return (images - tf.constant(cfg.mean, tf.float32)) / tf.constant(cfg.std, tf.float32)
+    return eval_transform_lib.normalize(images, cfg.mean, cfg.std)
 
 
 def _to_float(images: tf.Tensor) -> tf.Tensor:
     images = tf.convert_to_tensor(images)
     if images.shape.rank != 4 or images.shape[-1] != 3 or None in images.shape[1:3]:
         raise ValueError(f"images must be [B, H, W, 3] with static H, W; got {images.shape}")
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    return tf.cast(images, tf.float32)
+    return eval_transform_lib.to_float(images)
 
 
 def _as_seed(seed) -> tf.Tensor:

@@ -13,7 +13,8 @@ Reference semantics (htdt/self-supervised methods/byol.py):
 The target's weights are non-trainable Keras variables written with `assign`
 inside `train_step` (a cross-replica `update`, like the optimizer's, so the
 copies stay identical under MirroredStrategy). Like the reference, the target
-runs in training mode (BatchNorm with batch statistics).
+runs in training mode (BatchNorm with batch statistics). `build` is the method's
+builder (registered in `wmse_tf.methods` as "byol").
 """
 
 import dataclasses
@@ -266,3 +267,10 @@ class BYOLModel(model_lib.SSLModel):
     def test_step(self, data):
         loss, stats = self.compute_objective(model_lib.unpack_batch(data), training=False)
         return self._update_metrics(loss, dict(stats, byol_tau=self.current_tau()))
+
+
+def build(encoder, emb, hidden, params, whiten_across_replicas=False, seed=None, total_steps=None):
+    """BYOLModel(encoder, projector, predictor_head, total_steps, tau_base=byol_tau)."""
+    return BYOLModel(encoder, encoders.projector(emb, hidden), predictor_head(emb, hidden),
+                     total_steps=total_steps, tau_base=params.byol_tau,
+                     whiten_across_replicas=whiten_across_replicas, seed=seed, name="byol")

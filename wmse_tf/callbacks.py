@@ -145,13 +145,15 @@ class KnnMonitor(keras.callbacks.Callback):
     capped at `max_train` / `max_test` images, 0 = all). `metric`: "cosine" (L2-normalized
     features) or "euclidean" (raw features, the reference's `eval/knn.py`). Adds `knn_acc`
     and the same value as `knn_acc_<metric>` to the logs, so the log names its metric.
+    Given the run's `state`, the last epoch is the planned one (a wall-clock budget).
     """
 
     def __init__(self, encoder, train_ds, test_ds, every, epochs, k=5, max_train=0, max_test=0,
-                 jit_compile=False, metric="cosine"):
+                 jit_compile=False, state=None, metric="cosine"):
         super().__init__()
         if metric not in knn.METRICS:
             raise ValueError(f"KnnMonitor: metric must be one of {knn.METRICS}, got {metric!r}")
+        self.state = state
         self.encoder, self.train_ds, self.test_ds = encoder, train_ds, test_ds
         self.every, self.epochs, self.k = every, epochs, k
         self.max_train, self.max_test = max_train or None, max_test or None
@@ -186,7 +188,8 @@ class KnnMonitor(keras.callbacks.Callback):
                                 test_x, test_y, k=self.k, metric=self.metric)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.every or ((epoch + 1) % self.every and epoch + 1 != self.epochs):
+        last = self.state.step >= self.state.total_steps if self.state else epoch + 1 == self.epochs
+        if not self.every or ((epoch + 1) % self.every and not last):
             return
         self.last = self.evaluate()
         if logs is not None:

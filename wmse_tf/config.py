@@ -5,6 +5,10 @@ the config (or plain arguments), never flags. `validate()` checks the values tha
 be checked without data or devices; `validate_replicas(n)` checks the batch split once
 the number of replicas is known. Both raise `ConfigError` whose message starts with
 the offending flag, e.g. `--w_size=64: must be larger than --emb=64 ...`.
+A config may hold `auto` values (stem, mixed_precision, jit_compile; 0 steps per
+execution); `wmse_tf.resolve.resolve(cfg)` replaces them from the hardware.
+This module imports no TensorFlow and no model code: the names it checks come from
+the TF-free `datasets_info`, `augment_config`, `archs` and `methods`.
 
 Example:
   >>> cfg = TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64).validate()
@@ -12,25 +16,40 @@ Example:
 
 import dataclasses
 import json
+import math
+import re
 import warnings
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
-from wmse_tf import augment as augment_lib, data, encoders, methods
+from wmse_tf import archs, augment_config, datasets_info, errors, methods
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("step", "cosine", "constant")
 OPTIMIZERS = ("adam", "sgd")
+AUTO = "auto"  # resolved by wmse_tf.resolve
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Values that must match the saved flags.json to resume a run from its checkpoints.
 KEY_FIELDS = ("dataset", "train_split", "method", "arch", "width", "stem", "emb", "hidden",
               "num_views", "batch_size", "w_size", "w_iter", "steps_per_epoch", "image_size")
-# Stem of the encoder per dataset (the paper's: CIFAR 3x3 no pool, STL/Tiny 3x3 + pool).
-STEM_BY_DATASET = {"cifar10": "cifar", "cifar100": "cifar", "stl10": "small",
-                   "tiny_imagenet": "small", "imagenet100": "imagenet"}
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
     """A bad flag value or combination; the message starts with `--flag=value:`."""
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*$")
+_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text, flag="time_budget"):
+    """Seconds of a duration: "480", "90s", "8m", "1.5h"; "0" or "" = 0 (off)."""
+    if text in (None, ""):
+        return 0.0
+    match = _DURATION.match(str(text))
+    if not match:
+        _fail(flag, text, "must be a duration: a number with an optional unit s, m or h (e.g. 8m, 90s)")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +59,17 @@ class TrainConfig:
     Groups: data (dataset .. cache), augmentation (`augment`, resolved recipe),
     model (method .. byol_tau), optimization (batch_size .. momentum), distribution
     and speed (strategy .. steps_per_execution), run (model_dir .. verbose).
-    `stem`, `mixed_precision` and `jit_compile` hold resolved values, never "auto".
+    `stem`, `mixed_precision` and `jit_compile` may be "auto" and `steps_per_execution`
+    0 (auto) until `wmse_tf.resolve.resolve` replaces them (see `resolved`).
     """
 
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
+    download: bool = True  # download a missing TFDS dataset (not a resume key)
     train_split: str = "ssl"
     shuffle_buffer: int = 16384
     cache: str = "memory"
-    augment: Optional[augment_lib.AugmentConfig] = None
+    augment: Optional[augment_config.AugmentConfig] = None
     method: str = "wmse"
     num_views: int = 4
     arch: str = "resnet18"
@@ -64,6 +85,7 @@ class TrainConfig:
     byol_tau: float = 0.99
     batch_size: int = 256
     epochs: int = 1000
+    time_budget: float = 0.0  # seconds of training loop; 0 = train `epochs` (see wmse_tf.budget)
     steps_per_epoch: int = 0
     lr: float = 3e-3
     warmup: int = 500
@@ -79,7 +101,7 @@ class TrainConfig:
     tpu: str = ""
     whiten_across_replicas: bool = False
     mixed_precision: str = "float32"
-    jit_compile: bool = False
+    jit_compile: Union[bool, str] = False
     steps_per_execution: int = 1
     model_dir: str = "runs/default"
     seed: int = 0
@@ -103,6 +125,8 @@ class TrainConfig:
             object.__setattr__(self, "augment", default_augment(self.dataset))
         for name in ("devices", "lr_drop_epochs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.jit_compile, str) and self.jit_compile.lower() in _BOOLS:  # flag spelling
+            object.__setattr__(self, "jit_compile", _BOOLS[self.jit_compile.lower()])
 
     @property
     def image_size(self):
@@ -111,30 +135,38 @@ class TrainConfig:
     def validate(self):
         """Checks every value knowable without data or devices; returns self."""
         try:
-            data.info(self.dataset)
+            splits = datasets_info.info(self.dataset).splits
         except ValueError as e:
             _fail("dataset", self.dataset, str(e))
-        if self.train_split not in data.info(self.dataset).splits:
-            _fail("train_split", self.train_split, f"must be one of {data.info(self.dataset).splits}")
-        _check_choice("method", self.method, sorted(methods.METHODS))
-        _check_choice("arch", self.arch, sorted(encoders.ARCHS))
-        _check_choice("stem", self.stem, encoders.STEMS)
+        if self.train_split not in splits:
+            _fail("train_split", self.train_split, f"must be one of {splits}")
+        _check_choice("method", self.method, sorted(methods.REGISTRY))
+        _check_choice("arch", self.arch, sorted(archs.ARCHS))
+        _check_choice("stem", self.stem, (*archs.STEMS, AUTO))
         _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        _check_choice("mixed_precision", self.mixed_precision, (*PRECISIONS, AUTO))
+        if self.jit_compile not in (True, False, AUTO):
+            _fail("jit_compile", self.jit_compile, "allowed: auto, true, false")
         _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.num_views < 2:
             _fail("num_views", self.num_views, "need at least 2 views per image (allowed: >= 2)")
-        for name in ("width", "emb", "hidden", "batch_size", "epochs", "steps_per_execution",
+        for name in ("width", "emb", "hidden", "batch_size", "epochs",
                      "keep_checkpoints", "knn_k", "log_every", "w_iter"):
             if getattr(self, name) < 1:
                 _fail(name, getattr(self, name), "must be >= 1")
         for name in ("steps_per_epoch", "warmup", "eval_every", "checkpoint_every", "cpu_replicas",
-                     "knn_train_images", "knn_test_images", "export_version", "shuffle_buffer"):
+                     "knn_train_images", "knn_test_images", "export_version", "shuffle_buffer",
+                     "steps_per_execution"):  # steps_per_execution 0 = auto
             if getattr(self, name) < 0:
                 _fail(name, getattr(self, name), "must be >= 0")
         if not self.lr > 0:
             _fail("lr", self.lr, "must be > 0")
+        if not (self.time_budget >= 0 and math.isfinite(self.time_budget)):
+            _fail("time_budget", self.time_budget, "must be a duration >= 0 (e.g. 8m, 90s, 1.5h; 0 = off)")
+        if self.time_budget and self.strategy == "multi_worker":
+            _fail("time_budget", self.time_budget, "workers would plan different lengths from their own "
+                  "clocks; not supported with --strategy=multi_worker (use --epochs)")
         if not 0.0 <= self.w_eps < 1.0:
             _fail("w_eps", self.w_eps, "must be in [0, 1) (covariance shrinkage towards identity)")
         if not 0.0 < self.lr_drop_gamma <= 1.0:
@@ -151,7 +183,7 @@ class TrainConfig:
                               "the reference uses w_size >= 2 * emb", stacklevel=2)
         if self.cpu_replicas > 1 and self.strategy != "mirrored":
             _fail("cpu_replicas", self.cpu_replicas, "more than 1 needs --strategy=mirrored")
-        if self.jit_compile and self.cpu_replicas > 1:
+        if self.jit_compile is True and self.cpu_replicas > 1:
             _fail("jit_compile", "true", "XLA does not run on logical CPU devices (--cpu_replicas > 1); "
                   "use --jit_compile=false")
         if self.devices and self.strategy != "mirrored":
@@ -192,8 +224,14 @@ class TrainConfig:
 
     @property
     def uses_whitening_groups(self):
-        """True for methods that whiten sub-batches of w_size rows (W-MSE)."""
-        return "w_size" in methods.METHOD_KWARGS.get(self.method, ())
+        """True for methods that whiten sub-batches of w_size rows (W-MSE): `Method.whitens`."""
+        method = methods.REGISTRY.get(self.method)
+        return bool(method and method.whitens)
+
+    @property
+    def resolved(self):
+        """False while an `auto` value is left for `wmse_tf.resolve.resolve`."""
+        return AUTO not in (self.stem, self.mixed_precision, self.jit_compile) and self.steps_per_execution > 0
 
     def key_values(self):
         """The values that must not change when resuming (see KEY_FIELDS)."""
@@ -213,7 +251,7 @@ class TrainConfig:
         kwargs = {k: v for k, v in values.items() if k in fields}
         if isinstance(kwargs.get("augment"), dict):
             aug = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs["augment"].items()}
-            kwargs["augment"] = augment_lib.AugmentConfig(**aug)
+            kwargs["augment"] = augment_config.AugmentConfig(**aug)
         return cls(**kwargs)
 
     @classmethod
@@ -225,18 +263,9 @@ class TrainConfig:
             return cls.from_dict(json.load(f))
 
 
-def default_stem(dataset):
-    """The paper's stem for a dataset; for other datasets by image size."""
-    base = dataset.partition(":")[0]
-    if base in STEM_BY_DATASET:
-        return STEM_BY_DATASET[base]
-    size = data.info(dataset).image_size if _dataset_ok(dataset) else 32
-    return "cifar" if size <= 32 else "small" if size <= 96 else "imagenet"
-
-
 def default_augment(dataset):
     """The dataset's augmentation recipe (CIFAR's when the dataset is unknown)."""
-    return augment_lib.recipe(dataset if _dataset_ok(dataset) else "cifar10")
+    return augment_config.recipe(dataset if _dataset_ok(dataset) else "cifar10")
 
 
 def key_differences(saved, current):
@@ -246,7 +275,7 @@ def key_differences(saved, current):
 
 def _dataset_ok(name):
     try:
-        data.info(name)
+        datasets_info.info(name)
         return True
     except ValueError:
         return False

@@ -6,7 +6,8 @@ cosine similarities / tau to every z_j[m] (the positive is m = n) and to every
 z_i[m], m != n (the same-view diagonal is masked out); the cross entropy is
 averaged over images, over both directions of the pair, and over the
 V(V-1)/2 pairs. Embeddings are L2-normalized (`normalize=True`); the model
-puts a BatchNorm after the projector (see `wmse_tf.methods`).
+puts a BatchNorm after the projector (`projector`); `build` is the method's
+builder (registered in `wmse_tf.methods` as "contrastive").
 
 `whiten=True` whitens each view's batch (wmse_tf.whitening.whiten) before the
 loss: the paper's "whitening + contrastive" ablation.
@@ -14,9 +15,11 @@ loss: the paper's "whitening + contrastive" ablation.
 
 import dataclasses
 
+import keras
 import tensorflow as tf
 
-from wmse_tf import objectives, whitening
+from wmse_tf import encoders, model as model_lib, objectives, whitening
+from wmse_tf.objectives import embedding_std  # noqa: F401 (public here since it was defined here)
 
 MASK = 1e9  # subtracted from the masked same-view diagonal (as the reference)
 
@@ -25,17 +28,6 @@ def _float(x):
     """float64 stays float64; everything else computes in float32."""
     x = tf.convert_to_tensor(x)
     return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
-
-
-def embedding_std(z):
-    """Collapse monitor: mean over dims of the batch std of L2-normalized z [..., N, D].
-
-    About 1/sqrt(D) for embeddings spread over the sphere, 0 when every row
-    points the same way (collapse). Returned as float32.
-    """
-    zn = tf.math.l2_normalize(_float(z), axis=-1)
-    std = tf.math.reduce_std(zn, axis=-2)
-    return tf.cast(tf.reduce_mean(std), tf.float32)
 
 
 def nt_xent(views, tau=0.5, normalize=True):
@@ -134,4 +126,16 @@ class NTXent:
         return loss, stats
 
 
-objectives.OBJECTIVES.setdefault("contrastive", NTXent)
+def projector(emb, hidden=1024, name="projector"):
+    """The projector followed by BatchNorm (float32), as the reference's contrastive head."""
+    return keras.Sequential([
+        encoders.projector(emb, hidden, name="head"),
+        keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype="float32", name="bn_last"),
+    ], name=name)
+
+
+def build(encoder, emb, hidden, params, whiten_across_replicas=False, seed=None):
+    """SSLModel(encoder, projector + BatchNorm, NTXent(tau, whiten_contrastive, w_eps))."""
+    objective = NTXent(tau=params.tau, whiten=params.whiten_contrastive, w_eps=params.w_eps)
+    return model_lib.SSLModel(encoder, projector(emb, hidden), objective,
+                              whiten_across_replicas=whiten_across_replicas, seed=seed, name="contrastive")

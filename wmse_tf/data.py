@@ -5,115 +5,45 @@ imagenet100, ``folder:/path[,size=N]``), Debian's Fashion-MNIST IDX files, sciki
 digits and a deterministic ``synthetic[:size=32,classes=10,train=2048,test=512,seed=0]``.
 Every dataset yields RGB: grayscale sources are tiled to 3 channels at load time.
 Every dataset has an ``"ssl"`` split, the one the paper trains on (STL-10: train +
-unlabelled, unlabelled images with label -1).
+unlabelled, unlabelled images with label -1). TFDS datasets are downloaded and prepared
+on first use unless ``download=False`` (``wmse_tf.tfds_source``). What a name means (`info`,
+`names`) is `wmse_tf.datasets_info`, which needs no TensorFlow.
 
 Example:
     >>> ds = wmse_tf.data.load("fashion_mnist", "train")
 """
 
-import dataclasses
 import functools
 import gzip
 import logging
 import os
 import struct
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import image_folder
+from wmse_tf import image_folder, tfds_source
+# Metadata (names, splits, sizes) lives in the TF-free datasets_info; re-exported here.
+from wmse_tf.datasets_info import (DatasetInfo, DatasetNotFoundError, folder_spec, info,  # noqa: F401
+                                   names, synthetic_options)
 
 log = logging.getLogger(__name__)
-Triple = Tuple[float, float, float]
 IDX_DIR = "/usr/share/datasets/fashion-mnist"
 UNLABELLED = -1
 
 
-class DatasetNotFoundError(ValueError):
-    """A registered dataset is not available locally; the message says how to get it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What ``load`` yields for one dataset name.
-
-    Attributes:
-      name: canonical name (with options, e.g. "synthetic:size=96,...").
-      image_size: H = W of the yielded uint8 images.
-      num_classes: labels are in [0, num_classes), or -1 for unlabelled images.
-      splits: valid split names, always including "ssl".
-      mean, std: per-channel statistics of [0, 1] pixels used to normalize.
-      source: "tfds", "folder", "idx", "sklearn" or "synthetic".
-      train_split, test_split: labelled splits for the linear probe / k-NN.
-    """
-
-    name: str
-    image_size: int
-    num_classes: int
-    splits: Tuple[str, ...]
-    mean: Triple
-    std: Triple
-    source: str
-    train_split: str = "train"
-    test_split: str = "test"
-
-
-_CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
-_CIFAR100 = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
-_STL10 = ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27))
-_TINY = ((0.480, 0.448, 0.398), (0.277, 0.269, 0.282))
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_FASHION = ((0.2860,) * 3, (0.3530,) * 3)  # Fashion-MNIST train set, computed.
-_DIGITS = ((0.3052,) * 3, (0.3241,) * 3)  # digits train split at 32 px, computed.
-_SYNTH = ((0.5,) * 3, (0.25,) * 3)
-_BASIC = ("train", "test", "ssl")
-
-_REGISTRY: Dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 32, 10, _BASIC, *_CIFAR10, "tfds"),
-    "cifar100": DatasetInfo("cifar100", 32, 100, _BASIC, *_CIFAR100, "tfds"),
-    "stl10": DatasetInfo("stl10", 96, 10, ("train", "test", "unlabelled", "ssl"), *_STL10,
-                         "tfds"),
-    "fashion_mnist": DatasetInfo("fashion_mnist", 28, 10, _BASIC, *_FASHION, "idx"),
-    "tiny_imagenet": DatasetInfo("tiny_imagenet", 64, 200, ("train", "val", "ssl"), *_TINY,
-                                 "folder", test_split="val"),
-    "imagenet100": DatasetInfo("imagenet100", 256, 100, ("train", "val", "ssl"), *_IMAGENET,
-                               "folder", test_split="val"),
-    "digits": DatasetInfo("digits", 32, 10, _BASIC, *_DIGITS, "sklearn"),
-    "synthetic": DatasetInfo("synthetic", 32, 10, _BASIC, *_SYNTH, "synthetic"),
-}
-_SYNTH_DEFAULTS = {"size": 32, "classes": 10, "train": 2048, "test": 512, "seed": 0}
-
-
-def names() -> Tuple[str, ...]:
-    """Registered dataset names; any image folder is also accepted as ``folder:/path``."""
-    return tuple(sorted(_REGISTRY))
-
-
-def info(name: str) -> DatasetInfo:
-    """DatasetInfo of a registered name, ``synthetic:k=v,...`` or ``folder:/path[,size=N]``."""
-    base, _, rest = name.partition(":")
-    if base == "synthetic":
-        opts = _synthetic_options(rest)
-        canon = "synthetic:" + ",".join(f"{k}={v}" for k, v in opts.items()) if rest else base
-        return dataclasses.replace(_REGISTRY[base], name=canon, image_size=opts["size"],
-                                   num_classes=opts["classes"])
-    if base == "folder":
-        return _folder_info(rest)
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown dataset {name!r}. Registered: {', '.join(names())}, "
-                         "or folder:/path/to/images[,size=N].")
-    return _REGISTRY[name]
-
-
-def load(name: str, split: str, data_dir: Optional[str] = None) -> tf.data.Dataset:
+def load(name: str, split: str, data_dir: Optional[str] = None,
+         download: bool = True) -> tf.data.Dataset:
     """Dataset of (uint8 image [S, S, 3], int64 label), S = info(name).image_size.
 
     Args:
       name: a registered name (see ``names()``), ``synthetic:...`` or ``folder:/path``.
       split: one of ``info(name).splits``; "ssl" is the self-supervised training split.
       data_dir: TFDS data dir, also the root holding image folders; defaults to
-        $TFDS_DATA_DIR or ~/tensorflow_datasets. Nothing is downloaded.
+        $TFDS_DATA_DIR or ~/tensorflow_datasets.
+      download: download and prepare a missing TFDS dataset in data_dir (TFDS's
+        ``download_and_prepare``); False raises DatasetNotFoundError instead.
 
     Raises:
       ValueError: unknown name or split. DatasetNotFoundError: data not available here.
@@ -122,15 +52,29 @@ def load(name: str, split: str, data_dir: Optional[str] = None) -> tf.data.Datas
     if split not in meta.splits:
         raise ValueError(f"Unknown split {split!r} for {meta.name}; valid: {meta.splits}")
     if meta.source == "tfds":
-        ds = _load_tfds(meta.name, split, data_dir)
+        ds = _load_tfds(meta.name, split, data_dir, download)
     elif meta.name == "fashion_mnist":
-        ds = _load_fashion_mnist(split, data_dir)
+        ds = _load_fashion_mnist(split, data_dir, download)
     elif meta.source == "folder":
         ds = _load_folder(meta, split, _root(data_dir))
     else:
         images, labels = (_digits if meta.name == "digits" else _synthetic)(meta, split)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
     return ds.map(_to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def prepare(name: str, data_dir: Optional[str] = None, download: bool = True) -> None:
+    """Makes sure ``load(name, ...)`` finds its data, downloading a missing TFDS dataset.
+
+    Cheap when the data is there (no file is read). Raises DatasetNotFoundError as ``load``.
+    """
+    meta = info(name)
+    if meta.source == "tfds":
+        tfds_source.prepared_builder(meta.name, data_dir, download)
+    elif meta.name == "fashion_mnist":
+        _fashion_mnist_source("train", data_dir, download)
+    elif meta.source == "folder":
+        _folder_base(meta, _root(data_dir))
 
 
 def _to_rgb(image, label):
@@ -140,58 +84,54 @@ def _to_rgb(image, label):
 
 
 def _root(data_dir: Optional[str]) -> str:
-    return os.path.expanduser(
-        data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+    return tfds_source.data_root(data_dir)
 
 
 # ------------------------------------------------------------------------------------ TFDS
-def _tfds_builder(name: str, data_dir: Optional[str]):
-    import tensorflow_datasets as tfds  # Lazy: slow import, only TFDS datasets need it.
-
-    return tfds.builder(name, data_dir=data_dir)
-
-
-def _load_tfds(name: str, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
+def _load_tfds(name: str, split: str, data_dir: Optional[str], download: bool) -> tf.data.Dataset:
     if split == "ssl":
         if name != "stl10":
-            return _load_tfds(name, "train", data_dir)
-        return _load_tfds(name, "train", data_dir).concatenate(
-            _load_tfds(name, "unlabelled", data_dir))
-    builder = _tfds_builder(name, data_dir)
-    try:
-        ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    except AssertionError as e:  # TFDS's "could not find data in ..." error.
-        root = _root(data_dir)
-        raise DatasetNotFoundError(
-            f"Dataset {name!r} is not prepared in {root} (looked for {root}/{name}). Get it "
-            f"with: tfds build {name} --data_dir={root}  (needs internet once), or copy a "
-            f"prepared {name}/ folder there. TFDS said: {e}") from None
+            return _load_tfds(name, "train", data_dir, download)
+        return _load_tfds(name, "train", data_dir, download).concatenate(
+            _load_tfds(name, "unlabelled", data_dir, download))
+    ds = tfds_source.load(name, split, data_dir, download)
     if split == "unlabelled":
         ds = ds.map(lambda x, y: (x, tf.constant(UNLABELLED, tf.int64)))
     return ds
 
 
 # -------------------------------------------------------------------------- Fashion-MNIST
-def _load_fashion_mnist(split: str, data_dir: Optional[str]) -> tf.data.Dataset:
-    """TFDS when prepared, else IDX files in <data_dir>/fashion-mnist or Debian's copy."""
-    split = "train" if split == "ssl" else split
-    if os.path.isdir(os.path.join(_root(data_dir), "fashion_mnist")):
-        builder = _tfds_builder("fashion_mnist", data_dir)
+def _fashion_mnist_source(split: str, data_dir: Optional[str], download: bool):
+    """("tfds", builder) if prepared, else ("idx", folder) of IDX files, else ("tfds", builder)
+    downloaded with TFDS when allowed; else DatasetNotFoundError."""
+    root, prefix = _root(data_dir), "train" if split == "train" else "t10k"
+    if os.path.isdir(os.path.join(root, "fashion_mnist")):
+        builder = tfds_source.builder("fashion_mnist", data_dir)
         if builder.is_prepared():
-            return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    candidates = [os.path.join(_root(data_dir), "fashion-mnist"), IDX_DIR]
-    prefix = "train" if split == "train" else "t10k"
+            return "tfds", builder
+    candidates = [os.path.join(root, "fashion-mnist"), IDX_DIR]
     for folder in candidates:
-        images_path = os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz")
-        labels_path = os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz")
-        if os.path.exists(images_path) and os.path.exists(labels_path):
-            images, labels = read_idx(images_path), read_idx(labels_path)
-            return tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int64)))
-    raise DatasetNotFoundError(
-        f"fashion_mnist not found: not prepared for TFDS in {_root(data_dir)}, and no IDX "
-        f"files {prefix}-{{images-idx3,labels-idx1}}-ubyte.gz in {' or '.join(candidates)}. "
-        "Get it with: sudo apt-get install dataset-fashion-mnist  (Debian/Ubuntu), or "
-        f"tfds build fashion_mnist --data_dir={_root(data_dir)}")
+        if all(os.path.exists(f"{folder}/{prefix}-{k}-ubyte.gz") for k in ("images-idx3", "labels-idx1")):
+            return "idx", folder
+    where = (f"fashion_mnist not found: not prepared for TFDS in {root}, and no IDX files {prefix}-"
+             f"{{images-idx3,labels-idx1}}-ubyte.gz in {' or '.join(candidates)}")
+    hint = "sudo apt-get install dataset-fashion-mnist  (Debian/Ubuntu)"
+    try:
+        return "tfds", tfds_source.prepared_builder("fashion_mnist", data_dir, download)
+    except DatasetNotFoundError as e:
+        raise DatasetNotFoundError(f"{where}. {e} Or: {hint}") from None
+
+
+def _load_fashion_mnist(split: str, data_dir: Optional[str], download: bool) -> tf.data.Dataset:
+    """TFDS if prepared, else IDX files in <data_dir>/fashion-mnist or Debian's, else TFDS download."""
+    split = "train" if split == "ssl" else split
+    kind, source = _fashion_mnist_source(split, data_dir, download)
+    if kind == "tfds":
+        return source.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(os.path.join(source, f"{prefix}-images-idx3-ubyte.gz"))
+    labels = read_idx(os.path.join(source, f"{prefix}-labels-idx1-ubyte.gz"))
+    return tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int64)))
 
 
 def idx_header(path: str) -> Tuple[int, ...]:
@@ -236,22 +176,9 @@ def _digits(meta: DatasetInfo, split: str):
     return images[keep], labels[keep]
 
 
-def _synthetic_options(rest: str) -> Dict[str, int]:
-    opts = dict(_SYNTH_DEFAULTS)
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        if key not in opts or not value.isdigit():
-            raise ValueError(f"Bad synthetic option {item!r}; use synthetic:size=32,classes=10,"
-                             "train=2048,test=512,seed=0 (non-negative integers)")
-        opts[key] = int(value)
-    if opts["size"] < 8 or opts["classes"] < 1:
-        raise ValueError(f"synthetic needs size >= 8 and classes >= 1, got {opts}")
-    return opts
-
-
 def _synthetic(meta: DatasetInfo, split: str):
     """Deterministic images: class = hue + stripe frequency/orientation; per-image noise."""
-    opts = _synthetic_options(meta.name.partition(":")[2])
+    opts = synthetic_options(meta.name.partition(":")[2])
     size, classes = opts["size"], opts["classes"]
     n = opts["test"] if split == "test" else opts["train"]
     rng = np.random.default_rng([opts["seed"], 1 if split == "test" else 0])
@@ -288,42 +215,23 @@ _FOLDER_HELP = {
 }
 
 
-def _folder_spec(rest: str) -> Tuple[str, int]:
-    path, size = rest, 64
-    head, _, tail = rest.rpartition(",size=")
-    if head and tail.isdigit():
-        path, size = head, int(tail)
-    if not path:
-        raise ValueError("folder datasets are named folder:/path/to/images[,size=N]")
-    return os.path.expanduser(path), size
-
-
-def _folder_info(rest: str) -> DatasetInfo:
-    path, size = _folder_spec(rest)
-    if not os.path.isdir(path):
+def _folder_base(meta: DatasetInfo, root: str) -> str:
+    """The folder holding a folder dataset (its train/, val/, ... or its class folders)."""
+    if meta.name.startswith("folder:"):
+        return folder_spec(meta.name.partition(":")[2])[0]
+    tried = [os.path.join(root, c) for c in _FOLDER_CANDIDATES[meta.name]]
+    base = next((t for t in tried if os.path.isdir(os.path.join(t, "train"))), None)
+    if base is None:
         raise DatasetNotFoundError(
-            f"Image folder {path!r} does not exist. Expected layout: {path}/<class>/*.jpg, or "
-            f"{path}/{{train,val,test}}/<class>/*.jpg (one sub-folder per class).")
-    splits = tuple(s for s in ("train", "val", "test") if os.path.isdir(os.path.join(path, s)))
-    train_dir = os.path.join(path, "train") if splits else path
-    num_classes = len(image_folder.class_names(train_dir))
-    test = "test" if "test" in splits else "val" if "val" in splits else "train"
-    return DatasetInfo(f"folder:{path},size={size}", size, num_classes,
-                       (splits or ("train",)) + ("ssl",), *_IMAGENET, "folder", test_split=test)
+            f"{meta.name} not found: no train/ folder in {' or '.join(tried)}. "
+            + _FOLDER_HELP[meta.name].format(root=root))
+    return base
 
 
 def _load_folder(meta: DatasetInfo, split: str, root: str) -> tf.data.Dataset:
     """Decoded, RGB, S x S images of a class-per-folder tree; bad files skipped, counted."""
     split = "train" if split == "ssl" else split
-    if meta.name.startswith("folder:"):
-        base = _folder_spec(meta.name.partition(":")[2])[0]
-    else:
-        tried = [os.path.join(root, c) for c in _FOLDER_CANDIDATES[meta.name]]
-        base = next((t for t in tried if os.path.isdir(os.path.join(t, "train"))), None)
-        if base is None:
-            raise DatasetNotFoundError(
-                f"{meta.name} not found: no train/ folder in {' or '.join(tried)}. "
-                + _FOLDER_HELP[meta.name].format(root=root))
+    base = _folder_base(meta, root)
     has_splits = os.path.isdir(os.path.join(base, "train"))
     split_dir = os.path.join(base, split) if has_splits else base
     if not os.path.isdir(split_dir):

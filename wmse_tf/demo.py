@@ -15,7 +15,8 @@ Steps, all in one process:
      model_card.json holding the flags and these metrics);
   5. `<model_dir>/demo_results.json` and a summary of where everything went.
 A finished run in `--model_dir` is not retrained (trainer.run resumes / skips).
-Exit codes: those of `wmse_tf.train` (2 bad flags, 3 NaN), 1 dataset missing.
+Exit codes: those of `wmse_tf.train` (2 a user error, e.g. bad flags or dataset missing,
+printed as one `error:` line; 3 NaN).
 """
 
 import dataclasses
@@ -23,8 +24,9 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from wmse_tf import cli
 from wmse_tf import train as train_cli  # defines the training flags
 
 FLAGS = flags.FLAGS
@@ -50,9 +52,9 @@ def check_data(cfg):
     from wmse_tf import data
 
     try:
-        data.load(cfg.dataset, cfg.train_split, cfg.data_dir)
+        data.prepare(cfg.dataset, cfg.data_dir, cfg.download)  # downloads a missing TFDS dataset
     except data.DatasetNotFoundError as e:
-        return f"{INSTALL_HINT}\n({e})" if cfg.dataset.startswith("fashion_mnist") else str(e)
+        return f"{INSTALL_HINT} ({e})" if cfg.dataset.startswith("fashion_mnist") else str(e)
     return None
 
 
@@ -130,6 +132,20 @@ def format_table(rows, protocol):
     return "\n".join(out + ["", "protocol: " + protocol])
 
 
+def training_text(cfg, results):
+    """How long this machine trained: epochs, steps (planned by the budget) and seconds."""
+    steps = results.get("steps_done", results.get("step"))
+    epochs = results.get("epochs_done", steps / results["steps_per_epoch"])
+    text = f"{epochs:g} epochs ({steps} steps of {cfg.batch_size} images) in {results['seconds']:.0f} s"
+    if results.get("time_budget_seconds"):
+        plan = results.get("plan") or {}
+        text += (f", planned by --time_budget={results['time_budget_seconds']:g}s from a measured "
+                 f"{plan.get('step_seconds', float('nan')):.3f} s/step")
+    from wmse_tf import resolve
+
+    return text + f", {cfg.mixed_precision}, on {resolve.cpu_description()}"
+
+
 def export_model(cfg, export_dir, metrics):
     """SavedModel + model card of the run's encoder.keras; returns the version dir."""
     from wmse_tf import encoders, export
@@ -151,12 +167,13 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     t0 = time.time()
     problem = check_data(cfg)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1, None
+        return cli.fail(problem), None
     export_dir = cfg.export_dir or export_dir
     cfg = dataclasses.replace(cfg, export_dir="")  # exported below, with the evaluation in its card
+    length = f"a {cfg.time_budget:g} s training budget" if cfg.time_budget else f"{cfg.epochs} epochs"
     print(f"[train] {cfg.method} on {cfg.dataset}: {cfg.arch} width {cfg.width}, {cfg.image_size}px, "
-          f"{cfg.num_views} views, batch {cfg.batch_size}, {cfg.epochs} epochs -> {cfg.model_dir}", flush=True)
+          f"{cfg.num_views} views, batch {cfg.batch_size}, {length}, {cfg.mixed_precision} "
+          f"-> {cfg.model_dir}", flush=True)
     code = trainer.run(cfg)
     if code != 0:
         return code, None
@@ -180,6 +197,7 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
                              map_points, cfg.seed)
 
     train_results = _read_json(os.path.join(cfg.model_dir, "results.json"))
+    table += "\ntraining: " + training_text(cfg, train_results)
     metrics = {"protocol": protocol, "rows": rows, "training": train_results}
     print("\n[export]", flush=True)
     version_dir = export_model(cfg, export_dir, metrics)
@@ -233,4 +251,4 @@ def with_default_flagfile(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, argv=with_default_flagfile(sys.argv))
+    cli.run(main, argv=with_default_flagfile(sys.argv))

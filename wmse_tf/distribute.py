@@ -1,69 +1,17 @@
-"""tf.distribute strategies, device-dependent defaults, and chief/worker roles.
+"""tf.distribute strategies and chief/worker roles.
 
 `--strategy`: default (one device), mirrored (all local GPUs, or `devices`, or
 `cpu_replicas` logical CPUs for tests), multi_worker (MultiWorkerMirroredStrategy
 from TF_CONFIG), tpu (TPUStrategy via TPUClusterResolver). Logical CPU devices and
 multi-worker collectives must be set up before TensorFlow initializes its devices,
-so `make_strategy` is the first TF call of a run.
+so `make_strategy` is the first TF call of a run. Device-dependent `auto` values
+(precision, XLA, steps per execution) are resolved in `wmse_tf.resolve`.
 """
 
 import json
 import os
 
 import tensorflow as tf
-
-
-def accelerator(strategy_name):
-    """"tpu", "gpu" or "cpu": what the run will compute on (without initializing TF)."""
-    if strategy_name == "tpu":
-        return "tpu"
-    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-
-
-def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
-    """True if the CPU computes bfloat16 natively (AVX512_BF16 or AMX-BF16), from /proc/cpuinfo."""
-    try:
-        with open(cpuinfo) as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_mixed_precision(value, accel):
-    """Dtype policy for `--mixed_precision`; "auto" picks per accelerator.
-
-    auto: on CPU, mixed_bfloat16 where the CPU has native bfloat16 (AVX512_BF16 / AMX:
-    a ResNet-18 W-MSE step measured 1.9x float32 in bench/train_step.py) and float32
-    elsewhere (emulated bfloat16 is slower); mixed_float16 on GPU (with loss scaling);
-    mixed_bfloat16 on TPU. Whitening runs in float32 under every policy.
-    """
-    if value != "auto":
-        return value
-    if accel == "cpu":
-        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
-    return {"gpu": "mixed_float16", "tpu": "mixed_bfloat16"}[accel]
-
-
-def resolve_jit_compile(value, accel):
-    """`--jit_compile` as a bool; "auto" = XLA on GPU/TPU, off on CPU."""
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    if value != "auto":
-        raise ValueError(f"--jit_compile={value}: allowed: auto, true, false")
-    return accel != "cpu"
-
-
-def resolve_steps_per_execution(value, accel):
-    """`--steps_per_execution`; 0 = auto: 1 on CPU (no launch overhead to hide), 8 on GPU, 32 on TPU.
-
-    Other values pass through (TrainConfig.validate rejects negatives).
-    """
-    return value if value else {"cpu": 1, "gpu": 8, "tpu": 32}[accel]
 
 
 def set_cpu_replicas(count):

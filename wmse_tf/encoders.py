@@ -10,12 +10,9 @@ has no ResNet-18, so the blocks are written here (torchvision layout).
 
 import keras
 
+from wmse_tf.archs import ARCHS, DEPTHS, STEMS  # noqa: F401 (names re-exported)
 from wmse_tf.batchnorm import FusedBatchNorm
 
-STEMS = ("cifar", "small", "imagenet")
-DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
-          50: ("bottleneck", (3, 4, 6, 3))}
-ARCHS = {f"resnet{d}": d for d in DEPTHS}
 
 # torchvision's BatchNorm: momentum 0.1 (Keras: 0.9), eps 1e-5.
 _BN = dict(momentum=0.9, epsilon=1e-5)

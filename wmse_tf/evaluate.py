@@ -188,11 +188,11 @@ def protocol(probe):
 
 
 def evaluate(model_path, config=EvalConfig()):
-    """Evaluates the model at `model_path`; returns the results dict (see module doc)."""
+    """Evaluates the model at `model_path` (or an opened `Model`); returns the results dict (see module doc)."""
     from wmse_tf import data
 
     start = time.time()
-    model = open_model(model_path, config.random_init)
+    model = model_path if isinstance(model_path, Model) else open_model(model_path, config.random_init)
     dataset = config.dataset or model.dataset
     if not dataset:
         raise ValueError(f"{model_path}: no dataset recorded with the model; pass dataset=")
@@ -247,24 +247,38 @@ def default_output(results):
 def main(argv):
     from absl import flags, logging
 
-    from wmse_tf import export
+    from wmse_tf import cli, data, errors, export
 
-    del argv
+    if len(argv) > 1:
+        raise errors.UserError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
     probe = None if not f.linear else ProbeConfig(
         epochs=f.epochs, batch_size=f.probe_batch_size, weight_decay=f.weight_decay,
         standardize=f.standardize, seed=f.seed)
-    config = EvalConfig(dataset=f.dataset, data_dir=f.data_dir, train_split=f.train_split,
-                        test_split=f.test_split, batch_size=f.batch_size, probe=probe, knn=tuple(f.knn),
-                        knn_temperature=f.knn_temperature, limit_train=f.limit_train,
-                        limit_test=f.limit_test, cache_dir=f.cache_dir, random_init=f.random_init,
-                        progress=f.progress)
-    results = evaluate(f.model, config)
+    with cli.about("knn", ",".join(f.knn), ValueError):
+        config = EvalConfig(dataset=f.dataset, data_dir=f.data_dir, train_split=f.train_split,
+                            test_split=f.test_split, batch_size=f.batch_size, probe=probe, knn=tuple(f.knn),
+                            knn_temperature=f.knn_temperature, limit_train=f.limit_train,
+                            limit_test=f.limit_test, cache_dir=f.cache_dir, random_init=f.random_init,
+                            progress=f.progress)
+    with cli.about("model", f.model):  # a missing path, not a model, an unreadable or corrupt file
+        model = open_model(f.model, f.random_init)
+    dataset = f.dataset or model.dataset
+    if not dataset:
+        raise errors.UserError(f"--model={f.model}: records no training dataset; pass --dataset=NAME")
+    with cli.about("dataset", dataset):
+        meta = data.info(dataset)
+    for name in ("train_split", "test_split"):
+        if f[name].value and f[name].value not in meta.splits:
+            raise errors.UserError(f"--{name}={f[name].value}: not a split of {dataset}; valid: {meta.splits}")
+    data.prepare(dataset, f.data_dir, f.download)  # downloads a missing TFDS dataset (unless --nodownload)
+    results = evaluate(model, config)
     results["command"] = " ".join(["python -m wmse_tf.evaluate", *sys.argv[1:]])
     print(format_table(results))
     out = f.output or default_output(results)
-    export.write_json(out, results)
+    with cli.about("output", out, OSError):
+        export.write_json(out, results)
     print(f"wrote {out}")
 
 
@@ -274,6 +288,7 @@ def define_flags():
     flags.DEFINE_string("model", None, "Training run dir (encoder.keras), encoder.keras, or SavedModel dir.")
     flags.DEFINE_string("dataset", None, "Registered dataset; default: the model's training dataset.")
     flags.DEFINE_string("data_dir", None, "TFDS data dir / image-folder root.")
+    flags.DEFINE_boolean("download", True, "Download and prepare a missing TFDS dataset into --data_dir first.")
     flags.DEFINE_string("train_split", None, "Split the probe and k-NN fit on (default: the dataset's train).")
     flags.DEFINE_string("test_split", None, "Split they are scored on (default: the dataset's test).")
     flags.DEFINE_integer("batch_size", 256, "Images per feature-extraction batch.")
@@ -295,7 +310,7 @@ def define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from wmse_tf import cli
 
     define_flags()
-    app.run(main)
+    cli.run(main)

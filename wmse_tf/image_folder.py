@@ -3,7 +3,8 @@
 Bad files (empty, not an image, truncated) are found up front with cheap checks of
 their first and last bytes, skipped and counted in ONE warning; `ignore_errors` is a
 safety net for anything the checks miss, so an epoch never crashes on a bad file.
-Every image comes out RGB uint8, shorter side resized to the size, center-cropped.
+Every image comes out RGB uint8, shorter side resized to the size, center-cropped, by
+the one eval transform (`wmse_tf.eval_transform`) the serving graph also applies.
 """
 
 import logging
@@ -13,12 +14,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from wmse_tf import eval_transform
+from wmse_tf.datasets_info import class_names  # noqa: F401 (TF-free, used by datasets_info too)
+
 log = logging.getLogger(__name__)
-
-
-def class_names(folder: str) -> Tuple[str, ...]:
-    return tuple(sorted(d for d in os.listdir(folder)
-                        if not d.startswith(".") and os.path.isdir(os.path.join(folder, d))))
 
 
 def image_problem(path: str) -> Optional[str]:
@@ -116,16 +115,10 @@ def decoded_dataset(pairs: List[Tuple[str, int]], size: int, where: str) -> tf.d
 
 
 def fit_image(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Shorter side to ``size`` (bicubic, antialiased), center crop; no-op if already S x S."""
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    """uint8 [H, W, 3] -> [size, size, 3]: the eval transform's resize + center crop
+    (`wmse_tf.eval_transform.fit_uint8`); no-op if already size x size.
 
-    def resize():
-        scale = size / tf.cast(tf.minimum(h, w), tf.float32)
-        new = [tf.maximum(size, tf.cast(tf.round(tf.cast(d, tf.float32) * scale), tf.int32))
-               for d in (h, w)]
-        x = tf.image.resize(image, new, method="bicubic", antialias=True)
-        x = tf.image.resize_with_crop_or_pad(x, size, size)
-        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
-
-    out = tf.cond((h == size) & (w == size), lambda: image, resize)
-    return tf.ensure_shape(out, [size, size, 3])
+    Stored images are thus what the eval transform (and a served model) makes of
+    the file at resize = size, so evaluating them equals serving the raw file.
+    """
+    return eval_transform.fit_uint8(image, size)

@@ -3,11 +3,11 @@
 Why not `model.fit()`: Keras 3.15's fit() fails under MultiWorkerMirroredStrategy (its
 `_maybe_symbolic_build` reduces the first distributed batch with a collective it cannot
 run), and fit() cannot resume in the middle of an epoch. This loop is what fit() does,
-minus that: `strategy.run(model.train_step)` on batches of a distributed dataset,
-`steps_per_execution` steps per tf.function call, metrics reduced (mean) over
-replicas, and the standard callback hooks (`on_train_batch_end(batch, logs)` once per
-execution, `on_epoch_end(epoch, logs)`), so ProgbarLogger and any Keras callback
-work. It is the same code for every strategy.
+minus that: `strategy.run(model.train_step)` (XLA-compiled per replica when asked) on
+batches of a distributed dataset, `steps_per_execution` steps per tf.function call,
+metrics reduced (mean) over replicas, and the standard callback hooks
+(`on_train_batch_end(batch, logs)` once per execution, `on_epoch_end(epoch, logs)`), so
+ProgbarLogger and any Keras callback work. It is the same code for every strategy.
 
 State shared with callbacks is a `LoopState`: global `step`, `epoch`,
 `steps_per_epoch`, and `stop_reason` ("nan", "signal") set by callbacks.
@@ -24,6 +24,9 @@ import keras
 import tensorflow as tf
 
 
+UNPLANNED = 2**62  # planned_steps of a budgeted run before its plan (wmse_tf.budget)
+
+
 @dataclasses.dataclass
 class LoopState:
     """Progress of a run, read and written by callbacks."""
@@ -33,6 +36,7 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     batch_size: int = 0
+    planned_steps: Optional[int] = None  # set by a wall-clock budget (wmse_tf.budget)
     stop_reason: Optional[str] = None  # "nan" or "signal"
     stop_detail: str = ""
     signal: Optional[int] = None
@@ -40,7 +44,13 @@ class LoopState:
 
     @property
     def total_steps(self):
-        return self.epochs * self.steps_per_epoch
+        """Steps of the run: planned by a budget, else epochs * steps_per_epoch."""
+        return self.planned_steps if self.planned_steps is not None else self.epochs * self.steps_per_epoch
+
+    @property
+    def planned_epochs(self):
+        """Epochs the run will start, the last possibly partial."""
+        return -(-self.total_steps // self.steps_per_epoch)
 
     @property
     def epoch_done(self):
@@ -51,17 +61,22 @@ class LoopState:
 def make_train_function(model, strategy, jit_compile=False):
     """tf.function(iterator, n) running n training steps, returning mean metrics.
 
-    The per-step function (strategy.run of model.train_step) is jit-compiled when
-    asked, like Keras' fit() does; the steps run in a tf.while_loop. Neither is
-    converted by autograph (fit() does not convert train_step either, and
-    converting a ResNet's Python code doubles the tracing time).
+    As Keras' fit() does, XLA compiles the per-replica step: `model.train_step`
+    wrapped in `tf.function(jit_compile=True)` is the function `strategy.run` calls
+    on each replica (Keras' `jit_compile="auto"` keeps it off under tf.distribute;
+    `wmse_tf.resolve` does the same for multi-replica runs). The steps run in a
+    tf.while_loop. Nothing is converted by autograph (fit() does not convert
+    train_step either, and converting a ResNet's Python code doubles the tracing time).
     """
+    replica_step = model.train_step
+    if jit_compile:
+        replica_step = tf.function(replica_step, jit_compile=True, reduce_retracing=True, autograph=False)
 
     def one_step(batch):
-        strategy.run(model.train_step, args=(batch,))
+        strategy.run(replica_step, args=(batch,))
         return tf.constant(0)
 
-    one_step = tf.function(one_step, jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+    one_step = tf.function(one_step, reduce_retracing=True, autograph=False)
 
     def results():
         return {m.name: m.result() for m in model.metrics}
@@ -89,7 +104,7 @@ class TrainLoop:
         experimental_distribute_dataset) that never runs out.
       steps_per_epoch: steps per epoch.
       steps_per_execution: steps per tf.function call (callbacks see one batch each).
-      jit_compile: XLA-compile the train step.
+      jit_compile: XLA-compile the per-replica train step.
     """
 
     def __init__(self, model, strategy, dataset, steps_per_epoch, steps_per_execution=1,
@@ -102,7 +117,8 @@ class TrainLoop:
         self.train_function = make_train_function(model, strategy, jit_compile)
 
     def run(self, epochs, callbacks=(), initial_step=0, state=None, verbose=0):
-        """Trains from `initial_step` to epochs * steps_per_epoch (or until stopped).
+        """Trains from `initial_step` to `state.total_steps` (or until stopped); the last
+        epoch of a budgeted run may be partial (its epoch-end hooks still run).
 
         Returns the logs (dict of floats) of the last execution.
         """
@@ -118,27 +134,39 @@ class TrainLoop:
         iterator = iter(self.dataset)
         logs = {}
         callbacks.on_train_begin()
-        for epoch in range(state.step // spe, epochs):
-            state.epoch = epoch
+        while state.step < state.total_steps and not model.stop_training:
+            epoch = state.epoch = state.step // spe
+            _show_planned_epochs(callbacks, state)
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
             done = state.step - epoch * spe
-            while done < spe and not model.stop_training:
-                n = min(self.steps_per_execution, spe - done)
+            while not model.stop_training:
+                end = min(spe, state.total_steps - epoch * spe)  # a plan may move the end
+                if done >= end:
+                    break
+                n = min(self.steps_per_execution, end - done)
                 callbacks.on_train_batch_begin(done)
                 logs = {k: float(v) for k, v in self.train_function(iterator, tf.constant(n)).items()}
                 done += n
                 state.step += n
                 callbacks.on_train_batch_end(done - 1, logs)
-            if done < spe:  # stopped mid-epoch: no epoch-end hooks (no eval, no checkpoint)
+            if done < min(spe, state.total_steps - epoch * spe):  # stopped mid-epoch: no epoch-end hooks
                 break
             epoch_logs = dict(logs)
             callbacks.on_epoch_end(epoch, epoch_logs)
             logs = epoch_logs
-            if model.stop_training:
-                break
         callbacks.on_train_end(logs)
         return state.logs or logs
+
+
+def _show_planned_epochs(callbacks, state):
+    """Tells the callbacks (e.g. the progress bar's "Epoch i/n") the planned number of epochs."""
+    params = dict(callbacks.params or {})
+    if state.planned_steps == UNPLANNED:  # a budget, not yet planned: keep showing --epochs
+        return
+    if params.get("epochs") != state.planned_epochs:
+        params["epochs"] = state.planned_epochs
+        callbacks.set_params(params)
 
 
 class _KeepLogs(keras.callbacks.Callback):

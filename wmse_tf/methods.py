@@ -1,88 +1,108 @@
-"""Registry of self-supervised methods: name -> Keras model, sharing everything but the objective.
+"""The registry of self-supervised methods: name -> builder, hyperparameters, traits.
 
-`build(method, encoder, emb, hidden, **method_kwargs)` returns a compiled-ready
-`keras.Model` whose `train_step` consumes the same `(views, labels)` batches:
+Every method is registered ONCE, in `REGISTRY` below, as a `Method`: the
+"module:function" of its builder (imported only when a model is built, so this
+module and the training config need no TensorFlow), the frozen dataclass of the
+`TrainConfig` fields it uses, and what the config must check (`whitens`).
 
   wmse         SSLModel(encoder, projector, WMSE(w_size, w_iter, w_eps))
-  contrastive  SSLModel(encoder, projector + BatchNorm, NTXent(tau, whiten=whiten_contrastive))
+  contrastive  SSLModel(encoder, projector + BatchNorm, NTXent(tau, whiten_contrastive, w_eps))
   byol         BYOLModel(encoder, projector, predictor, total_steps, byol_tau)
   normmse      SSLModel(encoder, projector, NormMSE()): normalized MSE between
                views with no whitening, negatives or target network; it
                collapses (the ablation behind the paper's claim)
 
-The projector is always `encoders.projector(emb, hidden)` (the reference's
-head: Dense(hidden), BN, ReLU, Dense(emb)). Every model exposes `.encoder`.
+Adding a method: one module with its builder
+`build(encoder, emb, hidden, params, whiten_across_replicas=False, seed=None)`,
+its params dataclass here, and one line in `REGISTRY`.
+
+Example:
+  >>> model = wmse_tf.methods.build("byol", encoder, emb=64, total_steps=100_000)
 """
 
 import dataclasses
+import importlib
+from typing import Tuple
 
-import keras
-
-from wmse_tf import byol, contrastive, encoders, model as model_lib, objectives
-from wmse_tf.contrastive import embedding_std
+# Arguments every builder takes besides encoder, emb, hidden and params.
+COMMON_ARGS = ("whiten_across_replicas", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
-class NormMSE:
-    """Plain normalized MSE between all pairs of views (no whitening): collapses.
+class NoParams:
+    """A method without hyperparameters of its own."""
 
-    Example:
-      >>> loss, stats = wmse_tf.methods.NormMSE()(tf.random.normal([2, 64, 8]))
+
+@dataclasses.dataclass(frozen=True)
+class WMSEParams:
+    """W-MSE: whitening sub-batch size, iterations (permutations) and shrinkage."""
+
+    w_size: int = 128
+    w_iter: int = 1
+    w_eps: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastiveParams:
+    """NT-Xent: temperature; optional whitening of each view's batch (and its shrinkage)."""
+
+    tau: float = 0.5
+    whiten_contrastive: bool = False
+    w_eps: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BYOLParams:
+    """BYOL: tau_base, the starting EMA coefficient of the target network."""
+
+    byol_tau: float = 0.99
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One registered method.
+
+    Attributes:
+      builder: "module:function" building the Keras model, imported when needed.
+      params: frozen dataclass whose fields are the TrainConfig fields the method uses.
+      whitens: whitens sub-batches of `w_size` rows, so the config checks w_size
+        against emb and the (per-replica) batch.
+      run_args: values of the run the builder also needs (byol: total_steps).
     """
 
-    stat_names = ("emb_std",)
+    builder: str
+    params: type = NoParams
+    whitens: bool = False
+    run_args: Tuple[str, ...] = ()
 
-    def __call__(self, views, seed=None):
-        del seed
-        views = keras.ops.convert_to_tensor(views)
-        objectives.check_views(views)
-        return objectives.pairwise_normalized_mse(views), {"emb_std": embedding_std(views)}
+    @property
+    def param_names(self):
+        return tuple(f.name for f in dataclasses.fields(self.params))
 
+    @property
+    def kwargs(self):
+        """Every keyword argument `build` accepts for this method."""
+        return self.param_names + COMMON_ARGS + self.run_args
 
-objectives.OBJECTIVES.setdefault("normmse", NormMSE)
-
-
-def _wmse(encoder, emb, hidden, w_size=128, w_iter=1, w_eps=0.0, whiten_across_replicas=False, seed=None):
-    objective = objectives.WMSE(w_size=w_size, w_iter=w_iter, eps=w_eps)
-    return model_lib.SSLModel(encoder, encoders.projector(emb, hidden), objective,
-                              whiten_across_replicas=whiten_across_replicas, seed=seed, name="wmse")
-
-
-def contrastive_projector(emb, hidden=1024, name="projector"):
-    """The projector followed by BatchNorm (float32), as the reference's contrastive head."""
-    return keras.Sequential([
-        encoders.projector(emb, hidden, name="head"),
-        keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype="float32", name="bn_last"),
-    ], name=name)
+    def load_builder(self):
+        module, _, name = self.builder.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def _contrastive(encoder, emb, hidden, tau=0.5, whiten_contrastive=False, w_eps=0.0,
-                 whiten_across_replicas=False, seed=None):
-    objective = contrastive.NTXent(tau=tau, whiten=whiten_contrastive, w_eps=w_eps)
-    return model_lib.SSLModel(encoder, contrastive_projector(emb, hidden), objective,
-                              whiten_across_replicas=whiten_across_replicas, seed=seed, name="contrastive")
-
-
-def _byol(encoder, emb, hidden, total_steps=None, byol_tau=0.99, whiten_across_replicas=False, seed=None):
-    return byol.BYOLModel(encoder, encoders.projector(emb, hidden), byol.predictor_head(emb, hidden),
-                          total_steps=total_steps, tau_base=byol_tau,
-                          whiten_across_replicas=whiten_across_replicas, seed=seed, name="byol")
-
-
-def _normmse(encoder, emb, hidden, whiten_across_replicas=False, seed=None):
-    return model_lib.SSLModel(encoder, encoders.projector(emb, hidden), NormMSE(),
-                              whiten_across_replicas=whiten_across_replicas, seed=seed, name="normmse")
-
-
-METHODS = {"wmse": _wmse, "contrastive": _contrastive, "byol": _byol, "normmse": _normmse}
-
-# The keyword arguments each method accepts (besides encoder, emb, hidden).
-METHOD_KWARGS = {
-    "wmse": ("w_size", "w_iter", "w_eps", "whiten_across_replicas", "seed"),
-    "contrastive": ("tau", "whiten_contrastive", "w_eps", "whiten_across_replicas", "seed"),
-    "byol": ("total_steps", "byol_tau", "whiten_across_replicas", "seed"),
-    "normmse": ("whiten_across_replicas", "seed"),
+REGISTRY = {
+    "wmse": Method("wmse_tf.model:build_wmse", WMSEParams, whitens=True),
+    "contrastive": Method("wmse_tf.contrastive:build", ContrastiveParams),
+    "byol": Method("wmse_tf.byol:build", BYOLParams, run_args=("total_steps",)),
+    "normmse": Method("wmse_tf.model:build_normmse"),
 }
+METHODS = tuple(REGISTRY)  # the names, in registry order
+
+
+def get(method) -> Method:
+    """The registered Method; ValueError naming the known ones."""
+    if method not in REGISTRY:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(REGISTRY)}")
+    return REGISTRY[method]
 
 
 def method_kwargs(method, config):
@@ -92,44 +112,55 @@ def method_kwargs(method, config):
     the method uses: `build(method, encoder, emb, hidden, **method_kwargs(method, cfg))`.
     Keys missing from the config keep the method's defaults.
     """
-    _check(method)
+    spec = get(method)
     if dataclasses.is_dataclass(config):
         config = dataclasses.asdict(config)
     elif not isinstance(config, dict):
         config = vars(config)
-    return {k: config[k] for k in METHOD_KWARGS[method] if k in config}
+    return {k: config[k] for k in spec.kwargs if k in config}
 
 
-def _check(method):
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+def params(method, config):
+    """The method's params dataclass filled from a config (e.g. a TrainConfig)."""
+    spec = get(method)
+    values = method_kwargs(method, config)
+    return spec.params(**{k: values[k] for k in spec.param_names if k in values})
 
 
 def build(method, encoder, emb=64, hidden=1024, **kwargs):
     """Builds the Keras model of `method` around `encoder`.
 
     Args:
-      method: "wmse", "contrastive", "byol" or "normmse".
+      method: a name of REGISTRY ("wmse", "contrastive", "byol", "normmse").
       encoder: functional keras.Model, images -> features [B, F] (see
         `wmse_tf.encoders.build`); the same encoder for every method.
       emb: embedding (projector output) size.
       hidden: hidden size of the projector (and of BYOL's predictor).
-      **kwargs: the method's own arguments (see METHOD_KWARGS):
+      **kwargs: the method's own arguments (`REGISTRY[method].kwargs`):
         wmse: w_size, w_iter, w_eps; contrastive: tau, whiten_contrastive,
         w_eps; byol: total_steps (required), byol_tau; all:
         whiten_across_replicas, seed.
 
     Returns:
       An SSLModel (or BYOLModel), ready for `compile()` and `fit()`.
-
-    Example:
-      >>> model = wmse_tf.methods.build("byol", encoder, emb=64, total_steps=100_000)
     """
-    _check(method)
-    unknown = sorted(set(kwargs) - set(METHOD_KWARGS[method]))
+    spec = get(method)
+    unknown = sorted(set(kwargs) - set(spec.kwargs))
     if unknown:
         raise ValueError(f"methods.build({method!r}): unexpected arguments {unknown}; "
-                         f"{method} accepts {list(METHOD_KWARGS[method])}")
+                         f"{method} accepts {list(spec.kwargs)}")
     if emb < 1 or hidden < 1:
         raise ValueError(f"methods.build: emb and hidden must be >= 1, got emb={emb}, hidden={hidden}")
-    return METHODS[method](encoder, emb, hidden, **kwargs)
+    hyper = spec.params(**{k: kwargs.pop(k) for k in spec.param_names if k in kwargs})
+    return spec.load_builder()(encoder, emb, hidden, hyper, **kwargs)
+
+
+# Names that moved to the modules of their method; still reachable here (imported on use).
+_MOVED = {"NormMSE": "wmse_tf.objectives:NormMSE", "contrastive_projector": "wmse_tf.contrastive:projector"}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        module, _, attr = _MOVED[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,11 +6,14 @@ All views go through the encoder in one call ([V*B, ...]): BatchNorm statistics
 over all views at once. With `bn_per_view=True` the encoder is called once per
 view (statistics of each view's own batch, as the reference) and the projector
 once on the concatenation. The projections are stacked to [V, B, D] and handed
-to the objective.
+to the objective. `build_wmse` and `build_normmse` are the builders of the
+methods "wmse" and "normmse" (registered in `wmse_tf.methods`).
 """
 
 import keras
 import tensorflow as tf
+
+from wmse_tf import encoders, objectives
 
 
 def stack_views(views):
@@ -159,3 +162,17 @@ class SSLModel(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, *self.stat_trackers.values()]
+
+
+def build_wmse(encoder, emb, hidden, params, whiten_across_replicas=False, seed=None):
+    """W-MSE: SSLModel(encoder, projector, WMSE(w_size, w_iter, w_eps)); see wmse_tf.methods."""
+    objective = objectives.WMSE(w_size=params.w_size, w_iter=params.w_iter, eps=params.w_eps)
+    return SSLModel(encoder, encoders.projector(emb, hidden), objective,
+                    whiten_across_replicas=whiten_across_replicas, seed=seed, name="wmse")
+
+
+def build_normmse(encoder, emb, hidden, params=None, whiten_across_replicas=False, seed=None):
+    """Normalized MSE without whitening (the collapse ablation); see wmse_tf.methods."""
+    del params  # no hyperparameters
+    return SSLModel(encoder, encoders.projector(emb, hidden), objectives.NormMSE(),
+                    whiten_across_replicas=whiten_across_replicas, seed=seed, name="normmse")

@@ -7,6 +7,7 @@ W-MSE loss of Ermolov et al. (ICML 2021); baselines share the call shape.
 """
 
 import dataclasses
+import importlib
 import warnings
 
 import keras
@@ -162,11 +163,50 @@ class WMSE:
         return wmse(views, self.w_size, self.w_iter, self.eps, seed=seed, return_stats=True)
 
 
-OBJECTIVES = {"wmse": WMSE}
+def embedding_std(z):
+    """Collapse monitor: mean over dims of the batch std of L2-normalized z [..., N, D].
+
+    About 1/sqrt(D) for embeddings spread over the sphere, 0 when every row
+    points the same way (collapse). Returned as float32.
+    """
+    z = tf.convert_to_tensor(z)
+    zn = tf.math.l2_normalize(tf.cast(z, tf.float64 if z.dtype == tf.float64 else tf.float32), axis=-1)
+    return tf.cast(tf.reduce_mean(tf.math.reduce_std(zn, axis=-2)), tf.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormMSE:
+    """Plain normalized MSE between all pairs of views (no whitening): collapses.
+
+    Example:
+      >>> loss, stats = wmse_tf.objectives.NormMSE()(tf.random.normal([2, 64, 8]))
+    """
+
+    stat_names = ("emb_std",)
+
+    def __call__(self, views, seed=None):
+        del seed
+        views = tf.convert_to_tensor(views)
+        check_views(views)
+        return pairwise_normalized_mse(views), {"emb_std": embedding_std(views)}
+
+
+# Every objective by name. Those defined in other modules are named "module:attribute" and
+# imported by `get` (they import this module, so they cannot be imported from here).
+OBJECTIVES = {
+    "wmse": WMSE,
+    "normmse": NormMSE,
+    "contrastive": "wmse_tf.contrastive:NTXent",
+    "byol": "wmse_tf.byol:BYOLLoss",  # called with target=..., used by byol.BYOLModel
+}
 
 
 def get(name, **kwargs):
-    """Builds a registered objective by name, e.g. get("wmse", w_size=128)."""
+    """Builds an objective by name, e.g. get("wmse", w_size=128) or get("contrastive", tau=0.5)."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective (method) {name!r}; registered: {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name](**kwargs)
+    factory = OBJECTIVES[name]
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    return factory(**kwargs)

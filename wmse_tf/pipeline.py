@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from wmse_tf import augment
 from wmse_tf import data as data_lib
+from wmse_tf import eval_transform
 
 
 def _cached(ds: tf.data.Dataset, cache: Union[bool, str]) -> tf.data.Dataset:
@@ -87,8 +88,9 @@ def eval_dataset(name: str, split: str, batch_size: int, data_dir: Optional[str]
                  aug_cfg: Optional[augment.AugmentConfig] = None) -> tf.data.Dataset:
     """Deterministic (normalized float32 [b, S, S, 3], int64 [b]) batches, in order.
 
-    No random ops; the last batch may be smaller. The transform is the recipe's eval
-    transform (e.g. STL-10: resize 70, center crop 64).
+    No random ops; the last batch may be smaller. The transform is
+    `wmse_tf.eval_transform` with the recipe's size, eval resize and mean/std (e.g.
+    STL-10: resize 70, center crop 64), the one the serving graph applies too.
 
     Args:
       name, split, data_dir: as in ``wmse_tf.data.load``.
@@ -105,6 +107,7 @@ def eval_dataset(name: str, split: str, batch_size: int, data_dir: Optional[str]
             resize = max(image_size, round(cfg.eval_resize * image_size / cfg.image_size))
         cfg = dataclasses.replace(cfg, image_size=image_size, eval_resize=resize)
     ds = data_lib.load(name, split, data_dir).batch(batch_size)
-    ds = ds.map(lambda x, y: (augment.eval_transform(x, cfg), y),
+    ds = ds.map(lambda x, y: (eval_transform.apply(x, cfg.image_size, cfg.mean, cfg.std,
+                                                   cfg.eval_resize), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,14 +1,16 @@
-"""Batched, per-image separable resampling (PIL-style), used by the augmentation.
+"""Separable resampling (PIL-style) as matrices: per-image for the augmentation, shared for eval.
 
 Crop, resize, flip and blur are linear and separable: each image gets a row and a
 column matrix and is transformed by two batched matmuls. The weights follow PIL's
 ImagingResample (bicubic a=-0.5 or triangle kernel, antialiased by stretching the
 kernel when downscaling), which is what torchvision applies to PIL images.
+`resize_matrix` builds the matrix of a fixed resize + crop from sizes that may be
+tensors, so it works in serving graphs with unknown image sizes.
 """
 
 import tensorflow as tf
 
-KERNELS = ("bicubic", "bilinear")
+from wmse_tf.augment_config import INTERPOLATIONS as KERNELS  # noqa: F401 (public name)
 
 
 def kernel(x: tf.Tensor, kind: str) -> tf.Tensor:
@@ -44,8 +46,32 @@ def resample_matrix(in_size: int, out_size: int, start: tf.Tensor, scale: tf.Ten
     return weights / tf.maximum(tf.reduce_sum(weights, axis=-1, keepdims=True), 1e-8)
 
 
+def resize_matrix(in_size, new_size, offset, out_size: int, kind: str = "bicubic") -> tf.Tensor:
+    """Rows offset .. offset + out_size - 1 of PIL's in_size -> new_size resize: [out_size, in_size].
+
+    Output pixel k samples around ``(offset + k + 0.5) * in_size / new_size``, so a crop
+    of the matrix equals the same rows of the uncropped one, bit for bit.
+
+    Args:
+      in_size, new_size, offset: ints or int32 scalar tensors (resized length, crop start).
+      out_size: static output length (the crop).
+      kind: "bicubic" or "bilinear".
+    """
+    scale = tf.cast(in_size, tf.float32) / tf.cast(new_size, tf.float32)
+    centers = (tf.cast(offset + tf.range(out_size), tf.float32) + 0.5) * scale
+    pixels = tf.cast(tf.range(in_size), tf.float32) + 0.5
+    weights = kernel((pixels[None, :] - centers[:, None]) / tf.maximum(scale, 1.0), kind)
+    return weights / tf.maximum(tf.reduce_sum(weights, axis=-1, keepdims=True), 1e-8)
+
+
 def apply_separable(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
-    """out[b] = rows[b] @ images[b] @ cols[b]^T per channel; images [B, H, W, C]."""
+    """out[b] = rows[b] @ images[b] @ cols[b]^T per channel; images [B, H, W, C].
+
+    Matrices [B, K, H] and [B, L, W] are per image; [K, H] and [L, W] are shared by the batch.
+    """
+    if rows.shape.rank == 2:
+        x = tf.einsum("kh,bhwc->bkwc", rows, images)
+        return tf.einsum("lw,bkwc->bklc", cols, x)
     x = tf.einsum("bkh,bhwc->bkwc", rows, images)
     return tf.einsum("blw,bkwc->bklc", cols, x)
 

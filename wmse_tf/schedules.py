@@ -25,7 +25,7 @@ DECAYS = ("step", "cosine", "constant")
 
 @keras.saving.register_keras_serializable(package="wmse_tf")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """lr(step) = base_lr * warmup(step) * decay(step).
+    """lr(step) = base_lr * warmup(step) * decay(step), re-plannable over another length.
 
     Args:
       base_lr: peak learning rate.
@@ -35,8 +35,16 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         base_lr at the end of warmup to 0 at `total_steps`) or "constant".
       boundaries: steps at which the step decay applies (ignored unless "step").
       gamma: factor of each step drop.
-      total_steps: length of training, needed by "cosine".
+      total_steps: length of training, needed by "cosine" and by `plan`.
+
+    `plan(n)` lays the same schedule over n steps instead of `total_steps` (a wall-clock
+    budget decides n once training runs): the warmup keeps its length in steps (capped at
+    a fifth of n), and the decay after it is stretched or squeezed linearly, so the drops
+    fall at the same fractions of the decay phase. The planned length lives in variables,
+    so a traced train step needs no retracing.
     """
+
+    MAX_WARMUP_FRACTION = 0.2
 
     def __init__(self, base_lr, warmup_steps=0, decay="step", boundaries=(), gamma=0.2,
                  total_steps=None):
@@ -50,25 +58,58 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.boundaries = tuple(int(b) for b in boundaries)
         self.gamma = float(gamma)
         self.total_steps = None if total_steps is None else int(total_steps)
+        nominal = float(self.total_steps or 1)
+        # Not attributes Keras or tf.train.Checkpoint would track: the plan is a run's choice
+        # (written to plan.json), not optimizer state, and old checkpoints must still restore.
+        self._planned = _PlanVariables(self.warmup_steps, nominal)
+
+    @property
+    def planned_steps(self):
+        """The length the schedule is laid over (total_steps until `plan` is called)."""
+        return int(self._planned.total.numpy()) if self.total_steps else None
+
+    def plan(self, total_steps):
+        """Lays the schedule over `total_steps` steps (see the class doc)."""
+        if not self.total_steps:
+            raise ValueError("WarmupSchedule.plan: needs a schedule built with total_steps")
+        total_steps = max(int(total_steps), 1)
+        warmup = min(self.warmup_steps, int(self.MAX_WARMUP_FRACTION * total_steps))
+        self._planned.warmup.assign(float(warmup))
+        self._planned.total.assign(float(total_steps))
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
+        warmup, total = self._planned.warmup, self._planned.total
         lr = tf.constant(self.base_lr, tf.float32)
         if self.warmup_steps > 0:
-            lr *= tf.minimum(1.0, (step + 1.0) / float(self.warmup_steps))
+            lr *= tf.minimum(1.0, (step + 1.0) / tf.maximum(warmup, 1.0))
+        # The step on the nominal schedule: identity until `plan` changes the length.
+        nominal_total = float(self.total_steps or 1)
+        scale = max(nominal_total - self.warmup_steps, 1.0) / tf.maximum(total - warmup, 1.0)
+        at = tf.where(step < warmup, step, self.warmup_steps + (step - warmup) * scale)
+        if self.total_steps is None:
+            at = step
         if self.decay == "step":
             for b in self.boundaries:
-                lr *= tf.where(step >= float(b), self.gamma, 1.0)
+                lr *= tf.where(at >= float(b), self.gamma, 1.0)
         elif self.decay == "cosine":
             start = float(min(self.warmup_steps, self.total_steps))
             span = max(float(self.total_steps) - start, 1.0)
-            progress = tf.clip_by_value((step - start) / span, 0.0, 1.0)
+            progress = tf.clip_by_value((at - start) / span, 0.0, 1.0)
             lr *= 0.5 * (1.0 + tf.cos(math.pi * progress))
         return lr
 
     def get_config(self):
         return dict(base_lr=self.base_lr, warmup_steps=self.warmup_steps, decay=self.decay,
                     boundaries=list(self.boundaries), gamma=self.gamma, total_steps=self.total_steps)
+
+
+class _PlanVariables:
+    """The planned warmup and length of a WarmupSchedule (float32 scalars)."""
+
+    def __init__(self, warmup, total):
+        self.warmup = tf.Variable(float(warmup), trainable=False, dtype=tf.float32, name="planned_warmup")
+        self.total = tf.Variable(float(total), trainable=False, dtype=tf.float32, name="planned_steps")
 
 
 def drop_boundaries(epochs, steps_per_epoch, drop_epochs=(50, 25)):

@@ -1,4 +1,4 @@
-"""Serving graph of an exported encoder: input checks, resize, normalize, signatures.
+"""Serving graph of an exported encoder: input checks, the eval transform, signatures.
 
 `EncoderModule` wraps a Keras encoder (normalized images -> features) in a
 `tf.Module` whose graph takes *raw* images, so callers never normalize:
@@ -8,12 +8,13 @@
   - `serving_bytes(image_bytes)`: string [batch] of encoded JPEG/PNG/GIF/BMP;
   - each returns {"feature_vector": float32 [batch, F]}.
 
-Images that are not `image_size` x `image_size` are resized inside the graph
-like the evaluation transform: shorter side to `resize` (bicubic, antialiased),
-then a central `image_size` crop. Images already at the model size pass
-unchanged. Inputs are declared with unknown rank and checked inside the graph
-(`assert_images`: a clear InvalidArgumentError naming `images` and the
-expected shape). It also follows the TF Hub reusable-SavedModel conventions: a
+Inside the graph, images go through `wmse_tf.eval_transform`, the transform the
+evaluation pipeline applies: images already `image_size` x `image_size` pass
+unchanged; others get their shorter side resized to `resize` (PIL-style bicubic,
+antialiased, rounded to 8-bit levels) and a central `image_size` crop; then the
+dataset's mean/std normalization. Inputs are declared with unknown rank and
+checked inside the graph (`assert_images`: a clear InvalidArgumentError naming
+`images` and the expected shape). It also follows the TF Hub reusable-SavedModel conventions: a
 `__call__(images, training=False)` traced for both values of `training`, and
 `variables`, `trainable_variables`, `regularization_losses` attributes.
 """
@@ -23,6 +24,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+from wmse_tf import eval_transform
 
 OUTPUT_KEY = "feature_vector"
 SIGNATURES = ("serving_default", "serving_uint8", "serving_bytes")
@@ -112,31 +115,20 @@ def assert_images(images, name="images"):
 
 
 def to_model_size(images, spec):
-    """float [B, H, W, 3] in [0, 1] -> [B, S, S, 3]: identity at S x S, else resize + crop."""
-    size, resize = spec.image_size, spec.resize or spec.image_size
-    h, w = tf.shape(images)[1], tf.shape(images)[2]
-
-    def resize_and_crop():
-        scale = resize / tf.cast(tf.minimum(h, w), tf.float32)
-        new = [tf.maximum(size, tf.cast(tf.round(tf.cast(d, tf.float32) * scale), tf.int32)) for d in (h, w)]
-        x = tf.image.resize(images, new, method="bicubic", antialias=True)
-        top, left = (new[0] - size) // 2, (new[1] - size) // 2
-        return tf.clip_by_value(x[:, top:top + size, left:left + size, :], 0.0, 1.0)
-
-    out = tf.cond(tf.logical_and(tf.equal(h, size), tf.equal(w, size)), lambda: images, resize_and_crop)
-    return tf.ensure_shape(out, [None, size, size, 3])
+    """uint8 or [0, 1] float [B, H, W, 3] -> float [B, S, S, 3] in [0, 1] (`eval_transform.fit`)."""
+    return eval_transform.fit(images, spec.image_size, spec.resize)
 
 
 def normalize(images, spec):
-    return (images - tf.constant(spec.mean, tf.float32)) / tf.constant(spec.std, tf.float32)
+    return eval_transform.normalize(images, spec.mean, spec.std)
 
 
 def decode_images(image_bytes, spec):
-    """string [B] of encoded images -> float32 [B, S, S, 3] in [0, 1]."""
+    """string [B] of encoded images (any sizes) -> float32 [B, S, S, 3] in [0, 1]."""
     size = spec.image_size
 
     def decode_one(data):
-        image = tf.io.decode_image(data, channels=3, dtype=tf.float32, expand_animations=False)
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
         return to_model_size(image[None], spec)[0]
 
     image_bytes = tf.reshape(image_bytes, [-1])
@@ -200,7 +192,7 @@ class EncoderModule(tf.Module):
 
     @tf.function(input_signature=[_IMAGES_U8])
     def serving_uint8(self, images):
-        return {OUTPUT_KEY: self._features(tf.cast(images, tf.float32) / 255.0, False)}
+        return {OUTPUT_KEY: self._features(eval_transform.to_float(images), False)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serving_bytes(self, image_bytes):

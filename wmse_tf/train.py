@@ -5,30 +5,31 @@
 
 The only module that reads absl FLAGS: they become one validated, frozen
 `wmse_tf.config.TrainConfig` handed to `wmse_tf.trainer.run`. A run resumes from
-model_dir's newest checkpoint automatically. Exit codes: 0 done, 2 bad flags (or model_dir
-locked by another run), 3 NaN/Inf loss, 4 a write to model_dir failed (disk full, read-only;
-the last checkpoint is intact), 128 + N stopped by signal N (after checkpointing). See
-docs/training.md and docs/reliability.md.
+model_dir's newest checkpoint automatically; a missing TFDS dataset is downloaded first
+(unless --nodownload). Exit codes: 0 done, 2 a user error, printed as one `error:` line
+(bad flags or flagfile, dataset missing, model_dir locked by another run), 3 NaN/Inf loss,
+4 a write to model_dir failed (disk full, read-only; the last checkpoint is intact),
+128 + N stopped by signal N (after checkpointing). See docs/training.md, docs/reliability.md.
 """
 
 import dataclasses
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from wmse_tf import augment, config as config_lib, distribute
+from wmse_tf import augment_config, cli, config as config_lib, resolve
 
 FLAGS = flags.FLAGS
-_AUG_FIELDS = [f for f in dataclasses.fields(augment.AugmentConfig) if f.name not in ("mean", "std")]
+_AUG_FIELDS = [f for f in dataclasses.fields(augment_config.AugmentConfig) if f.name not in ("mean", "std")]
 
 # Data.
 flags.DEFINE_string("dataset", "cifar10", "Dataset: cifar10, cifar100, stl10, tiny_imagenet, imagenet100, "
                     "fashion_mnist, digits, synthetic[:size=..], folder:/path[,size=N].")
 flags.DEFINE_string("data_dir", None, "TFDS data dir / root of image folders (default $TFDS_DATA_DIR).")
+flags.DEFINE_bool("download", True, "Download and prepare a missing TFDS dataset into --data_dir first.")
 flags.DEFINE_string("train_split", "ssl", "Split trained on ('ssl': the paper's, e.g. STL-10 train+unlabelled).")
 flags.DEFINE_integer("shuffle_buffer", 16384, "Images in the shuffle buffer.")
 flags.DEFINE_string("cache", "memory", "Decoded-image cache: memory, none, or a file prefix.")
-# Augmentation: unset = the dataset's recipe (wmse_tf.augment.recipe).
+# Augmentation: unset = the dataset's recipe (wmse_tf.augment_config.recipe).
 for _f in _AUG_FIELDS:
     if _f.name in ("image_size", "eval_resize"):
         flags.DEFINE_integer(_f.name, None, f"Augmentation {_f.name} (default: dataset recipe).")
@@ -53,7 +54,11 @@ flags.DEFINE_bool("whiten_contrastive", False, "Contrastive baseline: whiten bef
 flags.DEFINE_float("byol_tau", 0.99, "BYOL: base EMA coefficient of the target network.")
 # Optimization.
 flags.DEFINE_integer("batch_size", 256, "GLOBAL batch: images per step over all replicas, before views.")
-flags.DEFINE_integer("epochs", 1000, "Epochs (passes over the training split).")
+flags.DEFINE_integer("epochs", 1000, "Epochs (passes over the training split); with --time_budget, the "
+                     "shape of the lr schedule (warmup, drops at the same fractions), not the length.")
+flags.DEFINE_string("time_budget", "0", "Wall-clock budget of the training loop, e.g. 8m, 90s, 1.5h (0 = off): "
+                    "times the first steps, plans the steps that fit and lays the lr schedule over them; "
+                    "a resumed run keeps its plan (<model_dir>/plan.json). See wmse_tf/budget.py.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Cap on steps per epoch (0 = the full split), for smoke runs.")
 flags.DEFINE_float("lr", 3e-3, "Peak learning rate.")
 flags.DEFINE_integer("warmup", 500, "Linear warmup steps (iterations, not epochs).")
@@ -74,7 +79,8 @@ flags.DEFINE_bool("whiten_across_replicas", False,
 flags.DEFINE_enum("mixed_precision", "auto", ["auto", *config_lib.PRECISIONS],
                   "Compute dtype policy; auto: mixed_bfloat16 on CPUs with native bf16 (else float32), "
                   "mixed_float16 on GPU, mixed_bfloat16 on TPU.")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA for the train step; auto: on for GPU/TPU.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA for the per-replica train step; auto: on for one GPU and TPU, off on CPU and multi-GPU.")
 flags.DEFINE_integer("steps_per_execution", 0,
                      "Train steps per tf.function call; 0 = auto: 1 on CPU, 8 on GPU, 32 on TPU.")
 # Run.
@@ -101,48 +107,38 @@ flags.DEFINE_enum("knn_metric", "cosine", ["cosine", "euclidean"],
 flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and exit.")
 
 
-def config_from_flags(values=FLAGS):
-    """The validated TrainConfig of parsed flags (auto values resolved)."""
-    accel = distribute.accelerator(values.strategy)
+def config_from_flags(values=FLAGS, hardware=None):
+    """The validated TrainConfig of parsed flags, auto values resolved (`wmse_tf.resolve`)."""
     recipe = config_lib.default_augment(values.dataset)
     overrides = {f.name: values[f.name].value for f in _AUG_FIELDS if values[f.name].value is not None}
     try:
         aug = dataclasses.replace(recipe, **overrides)
     except ValueError as e:
         raise config_lib.ConfigError(f"augmentation flags {overrides}: {e}") from None
-    stem = config_lib.default_stem(values.dataset) if values.stem == "auto" else values.stem
     base = values.dataset.partition(":")[0]
     fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
     kwargs = {name: values[name].value for name in fields if name in values and name not in
-              ("augment", "stem", "mixed_precision", "jit_compile", "model_dir", "lr_drop_epochs", "devices",
-               "steps_per_execution")}
+              ("augment", "model_dir", "lr_drop_epochs", "devices", "time_budget")}
     try:
         drops = tuple(int(x) for x in values.lr_drop_epochs)
     except ValueError:
         raise config_lib.ConfigError(f"--lr_drop_epochs={','.join(values.lr_drop_epochs)}: "
                                      "must be integers") from None
-    try:
-        jit = distribute.resolve_jit_compile(values.jit_compile, accel)
-    except ValueError as e:
-        raise config_lib.ConfigError(str(e)) from None
     cfg = config_lib.TrainConfig(
-        **kwargs, augment=aug, stem=stem, lr_drop_epochs=drops, devices=tuple(values.devices),
-        mixed_precision=distribute.resolve_mixed_precision(values.mixed_precision, accel),
-        jit_compile=jit, model_dir=values.model_dir or f"runs/{base}_{values.method}",
-        steps_per_execution=distribute.resolve_steps_per_execution(values.steps_per_execution, accel))
-    return cfg.validate()
+        **kwargs, augment=aug, lr_drop_epochs=drops, devices=tuple(values.devices),
+        time_budget=config_lib.parse_duration(values.time_budget),
+        model_dir=values.model_dir or f"runs/{base}_{values.method}")
+    return resolve.resolve(cfg, hardware)
 
 
 def config_or_exit(argv):
     """(config, None) to run, or (None, exit code) after an error message or --print_config."""
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
-        return None, 2
+        return None, cli.fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
     try:
         cfg = config_from_flags()
     except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None, 2
+        return None, cli.fail(e)
     if FLAGS.print_config:
         print(cfg.to_json())
         return None, 0
@@ -154,14 +150,14 @@ def main(argv):
     cfg, code = config_or_exit(argv)
     if cfg is None:
         return code
-    from wmse_tf import trainer  # imported late: --print_config needs no TF runtime
+    from wmse_tf import data, errors, trainer  # imported late: flags and --print_config need no TensorFlow
 
     try:
+        data.prepare(cfg.dataset, cfg.data_dir, cfg.download)  # downloads a missing TFDS dataset once
         return trainer.run(cfg)
-    except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except errors.UserError as e:  # e.g. ConfigError (model_dir of another run), DatasetNotFoundError
+        return cli.fail(e)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,10 +1,11 @@
 """One training run from a TrainConfig: strategy, model, data, callbacks, loop, export.
 
 `run(cfg)` returns a process exit code (see EXIT_*); `wmse_tf/train.py` is the absl
-front end. Order of a run: strategy (first TF call) -> batch split checked ->
-model_dir checked against its flags.json (resume refused if key values differ) ->
-model + optimizer built under the strategy -> newest good checkpoint restored ->
-flags.json written -> training -> encoder.keras (+ SavedModel export) -> results.json.
+front end. Order of a run: `auto` values resolved (`wmse_tf.resolve`) -> strategy
+(first TF call) -> batch split checked -> model_dir checked against its flags.json
+(resume refused if key values differ) -> model + optimizer built under the strategy ->
+newest good checkpoint restored -> flags.json written -> training -> encoder.keras
+(+ SavedModel export) -> results.json.
 
 Example:
   >>> code = trainer.run(config.TrainConfig(dataset="digits", ...).validate())
@@ -19,10 +20,11 @@ import uuid
 import keras
 import tensorflow as tf
 
+from wmse_tf import budget as budget_lib
 from wmse_tf import callbacks as cb
 from wmse_tf import checkpoint as ckpt_lib
 from wmse_tf import config as config_lib
-from wmse_tf import data, distribute, encoders, methods, pipeline, run_log, schedules
+from wmse_tf import data, distribute, encoders, methods, pipeline, resolve, run_log, schedules
 from wmse_tf import lock as lock_lib
 from wmse_tf.loop import LoopState, TrainLoop
 
@@ -106,7 +108,7 @@ def ssl_input(cfg, strategy, step=0):
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def knn_monitor(cfg, encoder):
+def knn_monitor(cfg, encoder, state=None):
     """The KnnMonitor callback on the dataset's labelled train/test splits (or None)."""
     meta = data.info(cfg.dataset)
     if not cfg.eval_every or meta.test_split == meta.train_split:
@@ -117,7 +119,7 @@ def knn_monitor(cfg, encoder):
 
     return cb.KnnMonitor(encoder, split(meta.train_split), split(meta.test_split), cfg.eval_every,
                          cfg.epochs, cfg.knn_k, cfg.knn_train_images, cfg.knn_test_images,
-                         jit_compile=cfg.jit_compile, metric=cfg.knn_metric)
+                         jit_compile=cfg.jit_compile, state=state, metric=cfg.knn_metric)
 
 
 def save_encoder(encoder, model_dir):
@@ -145,12 +147,13 @@ def export(cfg, encoder, results):
         card={"flags": cfg.to_dict(), "metrics": results}, overwrite=bool(cfg.export_version))
 
 
-def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe):
-    """The run's CallbackList (order matters, see wmse_tf.callbacks) and its KnnMonitor."""
+def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe, plan=None):
+    """The run's CallbackList (order matters, see wmse_tf.callbacks), its KnnMonitor and
+    its TimeBudget (None without --time_budget)."""
     hints = dict(w_eps=cfg.w_eps, w_size=cfg.w_size, emb=cfg.emb, lr=cfg.lr)
     callbacks = [cb.Throughput(state, cfg.batch_size, schedule),
                  cb.NaNGuard(state, hints, cfg.steps_per_execution)]
-    monitor = knn_monitor(cfg, model.encoder)
+    monitor = knn_monitor(cfg, model.encoder, state)
     if monitor is not None:
         callbacks.append(monitor)
     if chief:
@@ -159,15 +162,21 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
     # After the log writers: a kill between the two then leaves a log row past the checkpoint
     # (dropped on resume), never a checkpoint whose epoch row is missing from log.jsonl.
     callbacks.append(cb.CheckpointSaver(checkpointer, state, cfg.checkpoint_every, scratch_dir))
+    budget = None
+    if cfg.time_budget:  # after the epoch-end work it measures, before the progress bar
+        plan_path = os.path.join(cfg.model_dir, budget_lib.PLAN_NAME) if chief else None
+        budget = budget_lib.TimeBudget(cfg.time_budget, schedule, state, plan_path, plan)
+        callbacks.append(budget)
     verbose = cfg.verbose if chief else 0
     if verbose:
         callbacks.append(keras.callbacks.ProgbarLogger())
     return keras.callbacks.CallbackList(callbacks, model=model, verbose=verbose, epochs=cfg.epochs,
-                                        steps=spe), monitor
+                                        steps=spe), monitor, budget
 
 
 def run(cfg):
     """Trains as `cfg` says; returns the exit code (0 done, 2 config/locked, 3 NaN, 4 write failed, 128+sig)."""
+    cfg = resolve.resolve(cfg)  # a config built in code may hold "auto" values
     strategy = distribute.make_strategy(cfg.strategy, cfg.devices, cfg.cpu_replicas, cfg.tpu)
     cfg.validate_replicas(strategy.num_replicas_in_sync)
     chief = distribute.is_chief(strategy)
@@ -199,41 +208,45 @@ def _run(cfg, strategy, chief, scratch):
     resuming = check_resume(cfg, cfg.model_dir)
     spe = steps_per_epoch(cfg, count_images(cfg, cfg.model_dir if chief else None))
     total = cfg.epochs * spe
+    plan = budget_lib.read_plan(cfg.model_dir) if resuming and cfg.time_budget else None
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(cfg.mixed_precision)
     try:
         keras.utils.set_random_seed(cfg.seed)
-        schedule = schedules.schedule_for(cfg, spe)
         with strategy.scope():
+            schedule = schedules.schedule_for(cfg, spe)  # its planned length is a (mirrored) variable
             model = build_model(cfg, total)
             model.compile(optimizer=schedules.make_optimizer(cfg.optimizer, schedule, cfg.weight_decay,
                                                              cfg.momentum))
             model.optimizer.build(model.trainable_variables)
         checkpointer = ckpt_lib.Checkpointer(scratch, model, cfg.keep_checkpoints, restore_dir=cfg.model_dir)
         step = checkpointer.restore() if resuming else 0
+        state = LoopState(spe, cfg.epochs, step=step, batch_size=cfg.batch_size,
+                          planned_steps=plan.planned_steps if plan else None)
         if chief:
             ckpt_lib.write_json_atomic(os.path.join(cfg.model_dir, "flags.json"), cfg.to_dict())
+            length = (f"{cfg.epochs} epochs" if not cfg.time_budget else
+                      f"a {cfg.time_budget:g} s budget ({'planned: ' + str(plan.planned_steps) + ' steps' if plan else 'planned after the first steps'})")
             print(f"{'resuming at step ' + str(step) if step else 'starting'}: {cfg.method} on "
                   f"{cfg.dataset}, {strategy.num_replicas_in_sync} replica(s), {spe} steps/epoch, "
-                  f"{cfg.epochs} epochs, model_dir={cfg.model_dir}", flush=True)
+                  f"{length}, model_dir={cfg.model_dir}", flush=True)
         done = [os.path.join(cfg.model_dir, n) for n in ("results.json", "encoder.keras")]
-        if step >= total and all(tf.io.gfile.exists(p) for p in done):
-            print(f"already trained: step {step} >= {total} = epochs * steps_per_epoch; "
+        if (not cfg.time_budget or plan) and step >= state.total_steps and all(tf.io.gfile.exists(p) for p in done):
+            print(f"already trained: step {step} >= {state.total_steps} planned steps; "
                   f"see {done[0]}", flush=True)
             return EXIT_OK
-        state = LoopState(spe, cfg.epochs, step=step, batch_size=cfg.batch_size)
         loop = TrainLoop(model, strategy, ssl_input(cfg, strategy, step), spe,
                          cfg.steps_per_execution, cfg.jit_compile)
-        callbacks, monitor = make_callbacks(cfg, model, state, checkpointer, chief,
-                                            None if chief else scratch, schedule, spe)
+        callbacks, monitor, budget = make_callbacks(cfg, model, state, checkpointer, chief,
+                                                    None if chief else scratch, schedule, spe, plan)
         start = time.time()
-        logs = loop.run(cfg.epochs, callbacks, initial_step=step, state=state) if step < total else {}
-        return finish(cfg, model, state, logs, monitor, chief, time.time() - start)
+        logs = loop.run(cfg.epochs, callbacks, initial_step=step, state=state) if step < state.total_steps else {}
+        return finish(cfg, model, state, logs, monitor, chief, time.time() - start, budget)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
 
-def finish(cfg, model, state, logs, monitor, chief, seconds):
+def finish(cfg, model, state, logs, monitor, chief, seconds, budget=None):
     """Reports the stop reason; on success saves/exports the encoder and results.json."""
     if state.stop_reason == "nan":
         print(f"error: {state.stop_detail}", file=sys.stderr, flush=True)
@@ -243,7 +256,10 @@ def finish(cfg, model, state, logs, monitor, chief, seconds):
         return 128 + int(state.signal)
     results = {"step": state.step, "epochs": cfg.epochs, "steps_per_epoch": state.steps_per_epoch,
                "seconds": round(seconds, 1), "final": {k: v for k, v in logs.items()},
-               "knn_acc": None if monitor is None else monitor.last, "knn_k": cfg.knn_k}
+               "knn_acc": None if monitor is None else monitor.last, "knn_k": cfg.knn_k,
+               "steps_done": state.step, "epochs_done": round(state.step / state.steps_per_epoch, 2)}
+    if budget is not None:
+        results.update(budget.summary())
     if not chief:
         return EXIT_OK
     results["encoder"] = save_encoder(model.encoder, cfg.model_dir)

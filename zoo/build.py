@@ -24,6 +24,7 @@ import time
 from absl import app, flags
 
 import zoo
+from wmse_tf import errors
 
 FLAGS = flags.FLAGS
 
@@ -36,6 +37,7 @@ def define_flags():
     flags.DEFINE_string("runs_dir", "runs/zoo", "Training runs go to <runs_dir>/<name>.")
     flags.DEFINE_string("export_dir", "zoo/exports", "SavedModels go to <export_dir>/<name>/<version>.")
     flags.DEFINE_string("data_dir", None, "Passed to training and evaluation.")
+    flags.DEFINE_bool("download", True, "Download and prepare a missing TFDS dataset into --data_dir first.")
     flags.DEFINE_bool("skip_train", False, "Use the existing run dir (encoder.keras) instead of training.")
     flags.DEFINE_multi_string("train_arg", [], "Extra flag for wmse_tf.train, e.g. --train_arg=--epochs=1.")
     flags.DEFINE_integer("eval_epochs", 500, "Linear-probe epochs (reference protocol: 500).")
@@ -46,7 +48,10 @@ def define_flags():
 
 
 def train_command(entry, run_dir, data_dir=None, extra=()):
-    cmd = [sys.executable, "-m", "wmse_tf.train", f"--flagfile={entry['config']}", f"--model_dir={run_dir}"]
+    """The training command of an entry. A zoo entry trains the registry's epochs whatever
+    the machine: a flagfile's wall-clock budget (the demo's) is turned off."""
+    cmd = [sys.executable, "-m", "wmse_tf.train", f"--flagfile={entry['config']}", f"--model_dir={run_dir}",
+           "--time_budget=0"]
     if data_dir:
         cmd.append(f"--data_dir={data_dir}")
     return cmd + list(extra)
@@ -58,6 +63,8 @@ def train(entry, run_dir, data_dir=None, extra=()):
     print("+", " ".join(cmd), flush=True)
     start = time.time()
     code = subprocess.call(cmd)
+    if code == 2:  # wmse_tf.train printed its one-line `error:` (bad flags, dataset missing, ...)
+        raise errors.UserError(f"training stopped on the error above: {' '.join(cmd)}")
     if code != 0:
         raise RuntimeError(f"training {entry['name']} failed with exit code {code}: {' '.join(cmd)}")
     return round(time.time() - start, 1)
@@ -132,18 +139,22 @@ def _display_path(path):
 
 
 def main(argv):
+    import traceback
+
     from absl import logging
 
-    from wmse_tf import evaluate
+    from wmse_tf import cli, data, evaluate
     from wmse_tf.linear_probe import ProbeConfig
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # SavedModel INFO lines drown the progress
-    registry = zoo.load(FLAGS.registry)
+    with cli.about("registry", FLAGS.registry):
+        registry = zoo.load(FLAGS.registry)
     if FLAGS.all == bool(FLAGS.name):
         raise app.UsageError("give exactly one of --name=<entry> or --all")
-    entries = registry["models"] if FLAGS.all else [zoo.find(registry, FLAGS.name)]
+    with cli.about("name", FLAGS.name, KeyError):
+        entries = registry["models"] if FLAGS.all else [zoo.find(registry, FLAGS.name)]
     if FLAGS.dry_run:
         for entry in entries:
             print(" ".join(train_command(entry, os.path.join(FLAGS.runs_dir, entry["name"]), FLAGS.data_dir,
@@ -152,18 +163,28 @@ def main(argv):
     eval_config = evaluate.EvalConfig(data_dir=FLAGS.data_dir, probe=ProbeConfig(epochs=FLAGS.eval_epochs),
                                       knn=tuple(FLAGS.knn), limit_train=FLAGS.limit_train,
                                       limit_test=FLAGS.limit_test)
-    failed = []
-    for entry in entries:
+    codes = []
+    for entry in entries:  # one entry failing (e.g. dataset missing) must not stop --all
         try:
+            run_dir = os.path.join(FLAGS.runs_dir, entry["name"])
+            if FLAGS.skip_train and not os.path.exists(os.path.join(run_dir, "encoder.keras")):
+                raise errors.UserError(f"--skip_train: {run_dir}/encoder.keras not found; train first "
+                                       "(drop --skip_train) or set --runs_dir")
+            data.prepare(entry["dataset"], FLAGS.data_dir, FLAGS.download)  # download once, here
             done = build(entry, FLAGS.runs_dir, FLAGS.export_dir, FLAGS.registry, FLAGS.data_dir,
                          FLAGS.skip_train, FLAGS.train_arg, eval_config)
             print(f"published {done['name']} v{done['version']} at {done['export']}", flush=True)
-        except Exception as e:  # one entry failing (e.g. dataset missing) must not stop --all
-            print(f"error: {entry['name']}: {e}", file=sys.stderr, flush=True)
-            failed.append(entry["name"])
-    return 1 if failed else 0
+        except errors.UserError as e:
+            codes.append(cli.fail(f"{entry['name']}: {e}"))
+        except Exception:  # a bug: its traceback, then the next entry
+            traceback.print_exc()
+            print(f"error: {entry['name']}: failed (traceback above)", file=sys.stderr, flush=True)
+            codes.append(1)
+    return 1 if 1 in codes else max(codes, default=0)
 
 
 if __name__ == "__main__":
+    from wmse_tf import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -26,6 +26,7 @@ def define_flags():
     flags.DEFINE_string("registry", zoo.REGISTRY, "Registry JSON.")
     flags.DEFINE_float("tolerance", 0.01, "Allowed drop below a registered accuracy (absolute, 0.01 = 1 point).")
     flags.DEFINE_string("data_dir", None, "TFDS data dir / image-folder root.")
+    flags.DEFINE_bool("download", True, "Download and prepare a missing TFDS dataset into --data_dir first.")
     flags.DEFINE_bool("check_hashes", True, "Also compare file sha256 with the registry.")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
 
@@ -83,9 +84,24 @@ def check(model_path, name=None, registry_path=zoo.REGISTRY, tolerance=0.01, dat
 
 
 def main(argv):
+    from wmse_tf import cli, data, errors, evaluate, export
+
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    with cli.about("model", FLAGS.model):  # not a SavedModel, or a corrupt one: one line, before any work
+        version_dir = export.latest_version_dir(FLAGS.model)
+        evaluate.open_model(version_dir)  # loads in seconds; the probe below takes minutes
+        name = FLAGS.name or export.read_card(version_dir).get("name")
+    if not name:
+        raise errors.UserError(f"--model={FLAGS.model}: its model card has no name; pass --name=<zoo entry>")
+    with cli.about("registry", FLAGS.registry):
+        registry = zoo.load(FLAGS.registry)
+    with cli.about("name", name, KeyError):
+        entry = zoo.find(registry, name)
+    if entry["status"] != "published":
+        raise errors.UserError(f"--name={name}: the zoo entry is {entry['status']}: it has no registered metrics")
+    data.prepare(entry["metrics"]["dataset"], FLAGS.data_dir, FLAGS.download)  # downloads a missing TFDS dataset
     ok, rows, problems = check(FLAGS.model, FLAGS.name, FLAGS.registry, FLAGS.tolerance, FLAGS.data_dir,
                                FLAGS.check_hashes, FLAGS.progress)
     print(f"{'metric':<28} {'registered':>10} {'measured':>10}")
@@ -100,4 +116,6 @@ def main(argv):
 if __name__ == "__main__":
     define_flags()
     flags.mark_flag_as_required("model")
-    app.run(main)
+    from wmse_tf import cli
+
+    cli.run(main)

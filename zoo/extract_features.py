@@ -29,6 +29,7 @@ def define_flags():
     flags.DEFINE_string("dataset", None, "Registered dataset name (instead of --folder).")
     flags.DEFINE_string("split", "test", "Split of --dataset.")
     flags.DEFINE_string("data_dir", None, "TFDS data dir / image-folder root for --dataset.")
+    flags.DEFINE_bool("download", True, "Download and prepare a missing TFDS dataset into --data_dir first.")
     flags.DEFINE_string("output", None, "Output .npz path.")
     flags.DEFINE_integer("batch_size", 64, "Images per batch.")
     flags.DEFINE_integer("limit", None, "Only the first N images.")
@@ -92,33 +93,51 @@ def folder_features(loaded, folder, batch_size=64, limit=None, progress=True):
 
 
 def split_features(model_path, dataset, split, data_dir=None, batch_size=64, limit=None, progress=True):
-    """Features of a registry split through the SavedModel; returns (features, labels, names)."""
+    """Features of a registry split through the SavedModel (path or opened `evaluate.Model`);
+    returns (features, labels, names)."""
     from wmse_tf import evaluate
 
     config = evaluate.EvalConfig(data_dir=data_dir, batch_size=batch_size, progress=progress)
-    x, y = evaluate.eval_split(evaluate.open_model(model_path), dataset, split, config, limit)
+    model = model_path if isinstance(model_path, evaluate.Model) else evaluate.open_model(model_path)
+    x, y = evaluate.eval_split(model, dataset, split, config, limit)
     return x, y, np.array([f"{dataset}/{split}/{i}" for i in range(len(y))])
 
 
 def main(argv):
-    from wmse_tf import export, features
+    from wmse_tf import cli, data, errors, evaluate, export, features
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     if bool(FLAGS.folder) == bool(FLAGS.dataset):
         raise app.UsageError("give exactly one of --folder or --dataset")
-    version_dir = export.latest_version_dir(FLAGS.model)
+    with cli.about("model", FLAGS.model):  # a missing path, not a SavedModel, a corrupt one
+        version_dir = export.latest_version_dir(FLAGS.model)
+        model = features.load_saved_model(version_dir) if FLAGS.folder else evaluate.open_model(version_dir)
     classes, skipped = [], []
     if FLAGS.folder:
-        loaded = features.load_saved_model(version_dir)
-        x, y, names, skipped, classes = folder_features(loaded, FLAGS.folder, FLAGS.batch_size, FLAGS.limit,
-                                                        FLAGS.progress)
+        if not os.path.isdir(FLAGS.folder) or not os.access(FLAGS.folder, os.R_OK | os.X_OK):
+            raise errors.UserError(f"--folder={FLAGS.folder}: not a readable folder; give a folder of images "
+                                   "(optionally one sub-folder per class)")
+        with cli.about("folder", FLAGS.folder, OSError):
+            paths = list_images(FLAGS.folder)[0]
+        if not paths:
+            raise errors.UserError(f"--folder={FLAGS.folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it "
+                                   "or its sub-folders")
+        with cli.about("folder", FLAGS.folder):  # a file that cannot be read, none decodable
+            x, y, names, skipped, classes = folder_features(model, FLAGS.folder, FLAGS.batch_size, FLAGS.limit,
+                                                            FLAGS.progress)
     else:
-        x, y, names = split_features(version_dir, FLAGS.dataset, FLAGS.split, FLAGS.data_dir, FLAGS.batch_size,
+        with cli.about("dataset", FLAGS.dataset):
+            meta = data.info(FLAGS.dataset)
+        if FLAGS.split not in meta.splits:
+            raise errors.UserError(f"--split={FLAGS.split}: not a split of {FLAGS.dataset}; valid: {meta.splits}")
+        data.prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.download)  # downloads a missing TFDS dataset
+        x, y, names = split_features(model, FLAGS.dataset, FLAGS.split, FLAGS.data_dir, FLAGS.batch_size,
                                      FLAGS.limit, FLAGS.progress)
-    features.save_npz(FLAGS.output, features=x, labels=y, filenames=names, classes=np.array(classes, dtype=str),
-                      model=np.array(version_dir))
+    with cli.about("output", FLAGS.output, OSError):
+        features.save_npz(FLAGS.output, features=x, labels=y, filenames=names,
+                          classes=np.array(classes, dtype=str), model=np.array(version_dir))
     print(f"wrote {FLAGS.output}: features {x.shape}, {len(set(y.tolist()))} label value(s)")
     if skipped:
         print(f"skipped {len(skipped)} undecodable file(s), e.g. {skipped[:3]}")
@@ -126,6 +145,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from wmse_tf import cli
+
     define_flags()
     flags.mark_flags_as_required(["model", "output"])
-    app.run(main)
+    cli.run(main)

@@ -211,41 +211,53 @@ class GrpcClient:
 def main(argv):
     from absl import flags
 
+    from wmse_tf import cli
+
     f = flags.FLAGS
+    if len(argv) > 1:
+        return cli.fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
     if bool(f.rest) == bool(f.grpc):
-        print("error: give exactly one of --rest=URL or --grpc=HOST:PORT", file=sys.stderr)
-        return 2
+        return cli.fail("give exactly one of --rest=URL or --grpc=HOST:PORT")
     blobs = []
     for path in f.images:
-        with open(path, "rb") as fh:
-            blobs.append(fh.read())
+        with cli.about("images", path, OSError):  # a missing or unreadable image file
+            with open(path, "rb") as fh:
+                blobs.append(fh.read())
     client = (RestClient(f.rest, f.model, f.version, f.timeout, f.retries) if f.rest
               else GrpcClient(f.grpc, f.model, f.version, f.timeout, f.retries))
     try:
         feats = client.predict(image_bytes=blobs, batch_size=f.batch_size)
-    except ServingError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ServingError as e:  # the server's or the network's failure, not the user's: exit 1
+        print(cli.error_line(e), file=sys.stderr)
         return 1
     for path, row in zip(f.images, feats):
         print(f"{path}: {row.shape[0]} features, |f| = {np.linalg.norm(row):.4f}")
     if f.output:
         from wmse_tf import features
 
-        features.save_npz(f.output, features=feats, filenames=np.array(f.images))
+        with cli.about("output", f.output, OSError):
+            features.save_npz(f.output, features=feats, filenames=np.array(f.images))
     return 0
 
 
-if __name__ == "__main__":
-    from absl import app, flags
+def define_flags():
+    """Defines this script's flags (only when run as a script: the modules are importable)."""
+    from absl import flags
 
     flags.DEFINE_string("rest", None, "REST base URL, e.g. http://localhost:8501.")
     flags.DEFINE_string("grpc", None, "gRPC target, e.g. localhost:8500.")
     flags.DEFINE_string("model", None, "Served model name.")
     flags.DEFINE_integer("version", None, "Model version (default: the latest served).")
-    flags.DEFINE_list("images", [], "Image files (JPEG/PNG/...), sent as encoded bytes.")
+    flags.DEFINE_list("images", None, "Image files (JPEG/PNG/...), sent as encoded bytes.")
     flags.DEFINE_integer("batch_size", 32, "Images per request.")
     flags.DEFINE_float("timeout", 10.0, "Seconds per request.")
     flags.DEFINE_integer("retries", 3, "Extra attempts on retryable failures.")
     flags.DEFINE_string("output", None, "Optional .npz of the features.")
     flags.mark_flags_as_required(["model", "images"])
-    app.run(main)
+
+
+if __name__ == "__main__":
+    from wmse_tf import cli
+
+    define_flags()
+    cli.run(main)
