@@ -10,9 +10,9 @@ Every row trains the same encoder with the same augmentation: the demo's flagfil
 W-MSE 2, W-MSE 4 (half the batch, as the reference), NT-Xent contrastive, BYOL, NT-Xent on
 whitened embeddings, normalized MSE without whitening (collapses), W-MSE 2 with BatchNorm
 per view, and the evaluation-only rows "random weights" and "raw pixels". Two budgets:
-equal epochs (`--budget_epochs`) and equal wall-clock seconds (`--budget_seconds`; see
-`table1_cell.throughput_flags`, the one place that switches to the trainer's
-`--time_budget` once it exists). Each seed of `--seeds` is a cell.
+equal epochs (`--budget_epochs`) and equal wall-clock seconds (`--budget_seconds`, passed as
+the trainer's `--time_budget`; `table1_cell.seconds_budget_flags` is the one place that
+falls back to a throughput estimate for a trainer without it). Each seed of `--seeds` is a cell.
 
 A cell is `<out>/<cell>/` (plan.json, segments.json, run/ = the training model_dir,
 result.json) and its result is also written to `--results_dir` (committed: run dirs do
@@ -122,16 +122,17 @@ def parse_shard(text):
 class Table:
     """The settings of one invocation and the cells' shared state (base config, throughputs)."""
 
-    def __init__(self, config, train_args, out, results_dir, probe_epochs, calibration_steps, seeds):
+    def __init__(self, config, train_args, out, results_dir, probe_epochs, calibration_steps, seeds,
+                 budget_epochs=4):
         self.config = os.path.abspath(config if os.path.exists(config) else os.path.join(cell_lib.ROOT, config))
         self.train_args, self.out = list(train_args), os.path.abspath(out)
         self.results_dir, self.probe_epochs = os.path.abspath(results_dir), probe_epochs
-        self.calibration_steps, self.seeds = calibration_steps, seeds
+        self.calibration_steps, self.seeds, self.budget_epochs = calibration_steps, seeds, budget_epochs
         with open(self.config, "rb") as f:
             digest = hashlib.sha1(f.read()).hexdigest()[:12]
         self.settings = {"config": config, "config_sha1": digest, "train_args": self.train_args,
                          "probe_epochs": probe_epochs}
-        self.time_budget_flag = "time_budget" in FLAGS  # wmse_tf.train defines it once it exists
+        self.time_budget_flag = "time_budget" in FLAGS  # defined by wmse_tf.train (else: throughput plan)
         self._base = None
 
     @property
@@ -177,6 +178,13 @@ class Table:
         return cell_lib.calibrate(self.config, self.row_flags(row) + self.train_args,
                                   os.path.join(self.out, "_calibration", row.key), self.calibration_steps, seconds)
 
+    def measure(self, cell):
+        """(images/s, batch, training images, source): the wall-clock plan without --time_budget."""
+        from wmse_tf import config as config_lib, trainer
+
+        ips, batch, source = self.throughput(cell.row, cell.budget_value)
+        return ips, batch, trainer.count_images(config_lib.TrainConfig.from_dict(self.base)), source
+
     def plan(self, cell, cell_dir):
         """The cell's fixed training command (plan.json), made at its first start."""
         path = os.path.join(cell_dir, "plan.json")
@@ -187,12 +195,8 @@ class Table:
         if cell.budget == "epochs":
             budget = [f"--epochs={int(cell.budget_value)}"]
         else:
-            from wmse_tf import config as config_lib, trainer
-
-            ips, batch, source = self.throughput(cell.row, cell.budget_value)
-            images = trainer.count_images(config_lib.TrainConfig.from_dict(self.base))
-            budget = cell_lib.throughput_flags(cell.budget_value, ips, images, batch, self.time_budget_flag)
-            plan["throughput"] = {"images_per_sec": ips, "batch_size": batch, "source": source}
+            budget, plan["throughput"] = cell_lib.seconds_budget_flags(
+                cell.budget_value, self.budget_epochs, self.time_budget_flag, lambda: self.measure(cell))
         run_dir = os.path.join(cell_dir, "run")
         plan["command"] = cell_lib.train_command(self.config, [
             *self.row_flags(cell.row), *budget, f"--seed={cell.seed}", f"--model_dir={run_dir}",
@@ -259,7 +263,7 @@ def main(argv):
     tf.get_logger().setLevel("ERROR")  # feature-extraction retracing notices (one per batch shape)
     seeds = [int(s) for s in FLAGS.seeds]
     table = Table(FLAGS.config, FLAGS.train_arg, FLAGS.out, FLAGS.results_dir, FLAGS.probe_epochs,
-                  FLAGS.calibration_steps, seeds)
+                  FLAGS.calibration_steps, seeds, FLAGS.budget_epochs)
     rows = [ROW_BY_KEY[k] for k in FLAGS.rows]
     if FLAGS.report:
         from bench import table1_report

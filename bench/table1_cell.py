@@ -154,20 +154,28 @@ def curve(run_dir, segments):
             for r, s in zip(rows, seconds)]
 
 
-def throughput_flags(seconds, images_per_sec, num_images, batch_size, time_budget_flag):
-    """THE switch for the equal wall-clock budget: the training flags of a `seconds` budget.
+def seconds_budget_flags(seconds, shape_epochs, time_budget_flag, measure):
+    """THE switch for the equal wall-clock budget: (training flags of a `seconds` budget, provenance).
 
-    Until `wmse_tf.train` has `--time_budget`, the run length comes from a measured
-    throughput (images per second, before views): epochs and a steps-per-epoch cap
-    whose product trains for about `seconds`. Once the flag exists (`time_budget_flag`
-    True), `--time_budget=<seconds>s` is passed as well, so the trainer stops at the
-    budget exactly; the estimate then only sets the length of the lr schedule.
+    With `wmse_tf.train --time_budget` (`time_budget_flag` True): `--time_budget=<seconds>s`; the
+    trainer times its own steps, plans the steps that fit in the training loop's budget and lays
+    the lr schedule over them (`--epochs=shape_epochs` gives only the schedule's shape). Without
+    it: epochs and a steps-per-epoch cap from a measured throughput, `measure()` -> (images/s,
+    batch size, training images, source).
     """
+    if time_budget_flag:
+        return [f"--time_budget={seconds:g}s", f"--epochs={shape_epochs}"], {"source": "wmse_tf.train --time_budget"}
+    ips, batch, images, source = measure()
+    return throughput_flags(seconds, ips, images, batch), {"images_per_sec": ips, "batch_size": batch,
+                                                          "source": source}
+
+
+def throughput_flags(seconds, images_per_sec, num_images, batch_size):
+    """--epochs and --steps_per_epoch that train `seconds` at `images_per_sec` (before views)."""
     total_steps = max(1, round(seconds * images_per_sec / batch_size))
     full = max(1, num_images // batch_size)
     epochs = max(1, math.ceil(total_steps / full))
-    flags = [f"--epochs={epochs}", f"--steps_per_epoch={min(full, math.ceil(total_steps / epochs))}"]
-    return flags + ([f"--time_budget={seconds:g}s"] if time_budget_flag else [])
+    return [f"--epochs={epochs}", f"--steps_per_epoch={min(full, math.ceil(total_steps / epochs))}"]
 
 
 def calibrate(config, flags, cell_dir, steps, seconds):

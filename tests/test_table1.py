@@ -32,14 +32,19 @@ def test_cells_cover_rows_budgets_seeds_and_shards_partition_them():
             table1.parse_shard(bad)
 
 
-def test_equal_seconds_plan_trains_for_the_budget_at_the_measured_throughput():
-    flags = table1_cell.throughput_flags(240, 1000.0, 60000, 256, time_budget_flag=False)
+def test_equal_seconds_budget_uses_the_trainers_time_budget_else_a_measured_throughput():
+    def measure():
+        raise AssertionError("no throughput needed with --time_budget")
+
+    flags, source = table1_cell.seconds_budget_flags(240, 4, True, measure)
+    assert flags == ["--time_budget=240s", "--epochs=4"] and "time_budget" in source["source"]
+    flags, source = table1_cell.seconds_budget_flags(240, 4, False, lambda: (1000.0, 256, 60000, "cells"))
     epochs, spe = (int(f.split("=")[1]) for f in flags)
     assert epochs * spe * 256 == pytest.approx(240 * 1000, rel=0.01) and spe <= 60000 // 256
-    assert flags[0] == "--epochs=5"  # 938 steps: 5 epochs of 188 (an epoch has 234)
-    slow = table1_cell.throughput_flags(240, 400.0, 60000, 128, time_budget_flag=True)
-    assert slow[-1] == "--time_budget=240s" and slow[0] == "--epochs=2"
-    assert table1_cell.throughput_flags(1, 1.0, 60000, 256, False) == ["--epochs=1", "--steps_per_epoch=1"]
+    assert flags[0] == "--epochs=5" and source == {"images_per_sec": 1000.0, "batch_size": 256, "source": "cells"}
+    assert table1_cell.throughput_flags(240, 400.0, 60000, 128)[0] == "--epochs=2"
+    assert table1_cell.throughput_flags(1, 1.0, 60000, 256) == ["--epochs=1", "--steps_per_epoch=1"]
+    assert "time_budget" in table1.FLAGS  # wmse_tf.train has it: the table uses it
 
 
 def test_elapsed_sums_training_segments_across_restarts():
@@ -95,7 +100,8 @@ def test_tiny_table_end_to_end_skips_finished_cells_resumes_and_reports(tmp_path
     trained = results["wmse2__e1__seed0"]
     assert trained["train"]["step"] == 2 and trained["curve"][0]["knn_metric"] == "euclidean"
     assert "--knn_metric=euclidean" in trained["train"]["command"]
-    assert results["wmse2__t5s__seed0"]["train"]["plan"]["throughput"]["source"].endswith("wmse2__e1__seed0")
+    timed = results["wmse2__t5s__seed0"]["train"]
+    assert "--time_budget=5s --epochs=1" in timed["command"] and timed["step"] >= 1
     # Second invocation: every cell skipped, nothing trained.
     out = run()
     assert out.count("finished (ok), skipped") == 3 and "wmse_tf.train" not in out
