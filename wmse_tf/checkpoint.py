@@ -21,10 +21,11 @@ Example:
 import json
 import logging
 import os
-import uuid
 
 import numpy as np
 import tensorflow as tf
+
+from wmse_tf import io as atomic_io
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +140,22 @@ class Checkpointer:
                                        f"{self.directory} ({write_error_reason(e)})") from e
 
     def _remove_partial(self, step):
-        """Deletes what a failed save of `step` left (temp shards, unlisted ckpt-<step>.* files)."""
+        """Deletes what a failed save of `step` left, unless the state file lists ckpt-<step>.
+
+        Everything TF writes for a checkpoint starts with its prefix `ckpt-<step>`
+        (`.index`, `.data-*`, and temp shards beside them); entries like `ckpt-<step>0`
+        belong to other steps and are kept.
+        """
         prefix = os.path.join(self.directory, f"ckpt-{step}")
-        listed = {os.path.normpath(p) for p in self.candidates()}
+        if os.path.normpath(prefix) in {os.path.normpath(p) for p in self.candidates()}:
+            return
         try:
-            if tf.io.gfile.isdir(prefix + "_temp"):
-                tf.io.gfile.rmtree(prefix + "_temp")
-            if os.path.normpath(prefix) not in listed:
-                for path in tf.io.gfile.glob(prefix + ".*"):
+            for path in tf.io.gfile.glob(prefix + "*"):
+                if path[len(prefix):len(prefix) + 1].isdigit():
+                    continue
+                if tf.io.gfile.isdir(path):
+                    tf.io.gfile.rmtree(path)
+                else:
                     tf.io.gfile.remove(path)
         except (OSError, tf.errors.OpError) as e:  # e.g. a read-only dir: nothing was written anyway
             log.warning("could not remove the partial checkpoint %s (%s)", prefix, e)
@@ -164,17 +173,13 @@ def weights_finite(model):
     return True
 
 
-def write_text_atomic(path, text):
-    """Writes `text` to a temp file beside `path`, then renames it over `path`."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+# Kept for their callers (trainer, run_log); the writing itself is wmse_tf.io's.
+write_text_atomic = atomic_io.write_text
 
 
 def write_json_atomic(path, obj):
-    """Writes JSON atomically (temp file, then rename)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Writes JSON with sorted keys atomically (wmse_tf.io.write_json)."""
+    return atomic_io.write_json(path, obj, sort_keys=True)
 
 
 def read_json(path):
