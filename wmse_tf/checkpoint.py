@@ -8,9 +8,11 @@ Layout of a model_dir:
 Atomicity: TensorFlow writes a checkpoint's data to a temporary name, merges it into
 `ckpt-<step>.*` (index last), and only then rewrites the `checkpoint` state file (via an
 atomic rename). A run killed mid-write therefore leaves the state file naming the
-previous checkpoint. `restore` also verifies what it loads: a checkpoint that fails to
-read, does not match the model, or holds non-finite weights is skipped with a warning
-and the previous one is tried.
+previous checkpoint. After a save, its files, the state file and the directory are
+fsynced (wmse_tf.io), so a power loss does not lose a checkpoint already reported.
+`restore` also verifies what it loads: a checkpoint that fails to read, does not
+match the model, or holds non-finite weights is skipped with a warning and the
+previous one is tried.
 
 Example:
   >>> ckpt = Checkpointer("runs/x", model)
@@ -131,13 +133,23 @@ class Checkpointer:
                 f"the last good checkpoint ({self.latest}) is kept")
         self.step.assign(int(step))
         try:
-            return self.manager.save(checkpoint_number=int(step))
+            path = self.manager.save(checkpoint_number=int(step))
+            self._fsync(path)
+            return path
         except Exception as e:  # noqa: BLE001 - OSError or a TF OpError, see is_write_error
             if not is_write_error(e):
                 raise
             self._remove_partial(int(step))
             raise CheckpointWriteError(f"could not write checkpoint ckpt-{int(step)} in "
                                        f"{self.directory} ({write_error_reason(e)})") from e
+
+    def _fsync(self, prefix):
+        """fsyncs ckpt-<step>.*, the state file and the directory (TF itself does not)."""
+        if not prefix or atomic_io.is_remote(prefix):
+            return
+        for path in tf.io.gfile.glob(prefix + ".*") + [os.path.join(self.directory, "checkpoint")]:
+            atomic_io.fsync_file(path)
+        atomic_io.fsync_dir(self.directory)
 
     def _remove_partial(self, step):
         """Deletes what a failed save of `step` left, unless the state file lists ckpt-<step>.
