@@ -278,3 +278,13 @@ def test_real_tensorflow_model_server(exported, tmp_path):
 
 def test_module_constants():
     assert serving_client.OUTPUT_KEY == "feature_vector" and 503 in serving_client.RETRY_HTTP
+
+
+def test_rest_backoff_is_exponential_and_capped(rest, monkeypatch):
+    """urllib3 sleeps through Retry.sleep: before retry n, backoff * 2**(n-1), capped at max_backoff."""
+    sleeps = []
+    monkeypatch.setattr(serving_client._Retry, "sleep", lambda self, response=None: sleeps.append(self.get_backoff_time()))
+    rest.script = ["503", "drop", "503", "503"]
+    feats = fast_rest(rest.url, retries=4, backoff=0.5, max_backoff=1.5).predict(helpers.images01(1))
+    assert feats.shape[0] == 1 and len(rest.paths) == 5
+    assert sleeps == [0.5, 1.0, 1.5, 1.5]

@@ -2,10 +2,10 @@
 
 Keras 3's BatchNormalization upcasts bfloat16/float16 activations to float32 and
 normalizes with separate ops (moments, then scale and shift), forward and backward.
-`tf.nn.fused_batch_norm` does the same math in one kernel per direction, statistics
-in float32 whatever the activation dtype. On the 2-core CPU a mixed_bfloat16
-ResNet-18 W-MSE step (width 64) ran 1.4x faster with it, float32 1.2x
-(docs/benchmarks.md).
+TensorFlow's fused batch norm (reached through `wmse_tf.tf_compat`) does the same math
+in one kernel per direction, statistics in float32 whatever the activation dtype. On
+the 2-core CPU a mixed_bfloat16 ResNet-18 W-MSE step (width 64) ran 1.4x faster with
+it, float32 1.2x (docs/benchmarks.md).
 
 Same variables, config and inference path as the Keras layer (it is a subclass), so
 checkpoints and weights are interchangeable. One difference, as in torchvision and
@@ -15,6 +15,8 @@ variance (n / (n - 1) times the biased one, n = batch x height x width).
 
 import keras
 import tensorflow as tf
+
+from wmse_tf import tf_compat
 
 FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 # bfloat16 channels not a multiple of this hit a slow path of the CPU kernel (measured: a
@@ -42,9 +44,8 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not self._fused(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32),
-            epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        outputs, mean, variance = tf_compat.fused_batch_norm_train(
+            inputs, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32), self.epsilon)
         momentum = self.momentum
         self.moving_mean.assign(self.moving_mean * momentum + tf.cast(mean, self.moving_mean.dtype) * (1 - momentum))
         self.moving_variance.assign(

@@ -152,22 +152,16 @@ def _tf_variable(v):
 def ema_update(pairs, tau):
     """target <- tau * target + (1 - tau) * online for each (target, online) variable pair.
 
-    Runs as a cross-replica `extended.update` (through merge_call in replica
-    context), like the optimizer's own updates, so it is valid in tf.function,
-    XLA and MirroredStrategy replica context, and every replica's copy of the
-    target receives the same value.
+    A plain `assign` in whatever context it runs: in a replica context (strategy.run,
+    fit under MirroredStrategy) each replica updates its own copy of the target from
+    its own copy of the online weights, so mirrored weights stay identical (the same
+    math on the same values) and per-replica BatchNorm statistics follow their replica.
+    Valid in tf.function and under XLA; no merge_call.
     """
-    pairs = [(_tf_variable(t), _tf_variable(o)) for t, o in pairs]
-
-    def update(t, o, tau):
-        tau = tf.cast(tau, t.dtype)
-        return t.assign(tau * t + (1.0 - tau) * tf.cast(o, t.dtype))
-
-    def merged(strategy, pairs, tau):
-        for t, o in pairs:
-            strategy.extended.update(t, update, args=(o, tau), group=False)
-
-    tf.__internal__.distribute.interim.maybe_merge_call(merged, tf.distribute.get_strategy(), pairs, tau)
+    for t, o in pairs:
+        t, o = _tf_variable(t), _tf_variable(o)
+        tau_t = tf.cast(tau, t.dtype)
+        t.assign(tau_t * t + (1.0 - tau_t) * tf.cast(o, t.dtype))
 
 
 class BYOLModel(model_lib.SSLModel):

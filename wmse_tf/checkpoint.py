@@ -8,9 +8,11 @@ Layout of a model_dir:
 Atomicity: TensorFlow writes a checkpoint's data to a temporary name, merges it into
 `ckpt-<step>.*` (index last), and only then rewrites the `checkpoint` state file (via an
 atomic rename). A run killed mid-write therefore leaves the state file naming the
-previous checkpoint. `restore` also verifies what it loads: a checkpoint that fails to
-read, does not match the model, or holds non-finite weights is skipped with a warning
-and the previous one is tried.
+previous checkpoint. After a save, its files, the state file and the directory are
+fsynced (wmse_tf.io), so a power loss does not lose a checkpoint already reported.
+`restore` also verifies what it loads: a checkpoint that fails to read, does not
+match the model, or holds non-finite weights is skipped with a warning and the
+previous one is tried.
 
 Example:
   >>> ckpt = Checkpointer("runs/x", model)
@@ -21,10 +23,11 @@ Example:
 import json
 import logging
 import os
-import uuid
 
 import numpy as np
 import tensorflow as tf
+
+from wmse_tf import io as atomic_io
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,9 @@ class Checkpointer:
                 f"the last good checkpoint ({self.latest}) is kept")
         self.step.assign(int(step))
         try:
-            return self.manager.save(checkpoint_number=int(step))
+            path = self.manager.save(checkpoint_number=int(step))
+            self._fsync(path)
+            return path
         except Exception as e:  # noqa: BLE001 - OSError or a TF OpError, see is_write_error
             if not is_write_error(e):
                 raise
@@ -138,15 +143,31 @@ class Checkpointer:
             raise CheckpointWriteError(f"could not write checkpoint ckpt-{int(step)} in "
                                        f"{self.directory} ({write_error_reason(e)})") from e
 
+    def _fsync(self, prefix):
+        """fsyncs ckpt-<step>.*, the state file and the directory (TF itself does not)."""
+        if not prefix or atomic_io.is_remote(prefix):
+            return
+        for path in tf.io.gfile.glob(prefix + ".*") + [os.path.join(self.directory, "checkpoint")]:
+            atomic_io.fsync_file(path)
+        atomic_io.fsync_dir(self.directory)
+
     def _remove_partial(self, step):
-        """Deletes what a failed save of `step` left (temp shards, unlisted ckpt-<step>.* files)."""
+        """Deletes what a failed save of `step` left, unless the state file lists ckpt-<step>.
+
+        Everything TF writes for a checkpoint starts with its prefix `ckpt-<step>`
+        (`.index`, `.data-*`, and temp shards beside them); entries like `ckpt-<step>0`
+        belong to other steps and are kept.
+        """
         prefix = os.path.join(self.directory, f"ckpt-{step}")
-        listed = {os.path.normpath(p) for p in self.candidates()}
+        if os.path.normpath(prefix) in {os.path.normpath(p) for p in self.candidates()}:
+            return
         try:
-            if tf.io.gfile.isdir(prefix + "_temp"):
-                tf.io.gfile.rmtree(prefix + "_temp")
-            if os.path.normpath(prefix) not in listed:
-                for path in tf.io.gfile.glob(prefix + ".*"):
+            for path in tf.io.gfile.glob(prefix + "*"):
+                if path[len(prefix):len(prefix) + 1].isdigit():
+                    continue
+                if tf.io.gfile.isdir(path):
+                    tf.io.gfile.rmtree(path)
+                else:
                     tf.io.gfile.remove(path)
         except (OSError, tf.errors.OpError) as e:  # e.g. a read-only dir: nothing was written anyway
             log.warning("could not remove the partial checkpoint %s (%s)", prefix, e)
@@ -164,17 +185,13 @@ def weights_finite(model):
     return True
 
 
-def write_text_atomic(path, text):
-    """Writes `text` to a temp file beside `path`, then renames it over `path`."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+# Kept for their callers (trainer, run_log); the writing itself is wmse_tf.io's.
+write_text_atomic = atomic_io.write_text
 
 
 def write_json_atomic(path, obj):
-    """Writes JSON atomically (temp file, then rename)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Writes JSON with sorted keys atomically (wmse_tf.io.write_json)."""
+    return atomic_io.write_json(path, obj, sort_keys=True)
 
 
 def read_json(path):

@@ -21,12 +21,10 @@ import datetime
 import hashlib
 import json
 import os
-import shutil
-import uuid
 
 import tensorflow as tf
 
-from wmse_tf import serving
+from wmse_tf import io as atomic_io, serving
 
 CARD_NAME = "model_card.json"
 
@@ -149,9 +147,7 @@ def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spe
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"export_encoder: {final} exists; pass overwrite=True or a new version")
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_io.publishing_dir(final) as tmp:  # hidden temp dir: TF Serving ignores it
         module = serving.EncoderModule(encoder, spec)
         tf.saved_model.save(module, tmp, signatures=module.signatures())
         num_features = int(module.serve.get_concrete_function().structured_outputs.shape[-1])
@@ -170,31 +166,12 @@ def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spe
             "files": file_hashes(tmp),
         }
         write_json(os.path.join(tmp, CARD_NAME), meta)
-        _replace_dir(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
-def _replace_dir(src, dst):
-    """Renames src to dst; an existing dst is moved aside first, then removed."""
-    old = None
-    if os.path.exists(dst):
-        old = f"{os.path.dirname(dst)}/.old-{os.path.basename(dst)}-{uuid.uuid4().hex[:8]}"
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_json(path, obj):
-    """Writes JSON atomically (temp file in the same directory, then os.replace)."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=_jsonable)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes JSON atomically (wmse_tf.io), numpy scalars as numbers, sets/tuples as lists."""
+    return atomic_io.write_json(path, obj, default=_jsonable)
 
 
 def _jsonable(obj):

@@ -13,11 +13,12 @@ Example:
 """
 
 import os
-import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from wmse_tf import io as atomic_io
 
 
 def keras_features(encoder, jit_compile=False):
@@ -99,13 +100,6 @@ def extract(feature_fn, dataset, progress=True, cache=None, key="", limit=None):
 
 
 def save_npz(path, **arrays):
-    """np.savez to a temp file in the same directory, then os.replace (atomic)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}.npz")
-    try:
+    """np.savez to `path`, atomically (wmse_tf.io.writing)."""
+    with atomic_io.writing(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

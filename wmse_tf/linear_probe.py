@@ -1,12 +1,14 @@
 """Linear probe on frozen features: the reference protocol (htdt eval/sgd.py).
 
-One linear layer (features -> classes) trained with cross-entropy and Adam
-(PyTorch semantics: weight decay 5e-6 added to the gradient, i.e. L2, not
-AdamW), lr 1e-2 decayed exponentially per epoch to 1e-6 over 500 epochs,
+One keras Dense layer (features -> classes, PyTorch's nn.Linear init) trained with
+cross-entropy and keras Adam (weight decay 5e-6 as an L2 regularizer, so it is
+added to the gradient as PyTorch's Adam does, not AdamW's decoupled decay), lr 1e-2
+decayed exponentially per epoch (ExponentialDecay) to 1e-6 over 500 epochs,
 shuffled batches of 1000 (the last partial batch of each epoch is dropped,
 as the reference's loaders do). Features are used as they are (the reference
 does not standardize them; `standardize=True` is an option). The whole run is
-one jit-compiled tf.function over in-memory tensors, so it is fast on CPU.
+one jit-compiled tf.function (while loops over epochs and batches) over
+in-memory tensors, so it is fast on CPU.
 
 Example:
   >>> metrics = wmse_tf.linear_probe.linear_probe(x_train, y_train, x_test, y_test, ProbeConfig(epochs=100))
@@ -62,49 +64,52 @@ def _init(num_features, num_classes, seed):
     return w, b
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _train(x, y, params, m, v, t, first_epoch, lr_start, gamma, weight_decay, seed, epochs, rows):
-    """`epochs` epochs of Adam on params (w, b) from epoch `first_epoch` with Adam state
-    (m, v, t), in one XLA program; returns (params, m, v, t).
+def _classifier(w, b, weight_decay):
+    """keras Dense(features -> classes) with weights (w, b); L2 of weight_decay / 2 on both,
+    so the gradient gains weight_decay * param: PyTorch Adam's weight_decay (not AdamW)."""
+    l2 = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    layer = keras.layers.Dense(w.shape[1], kernel_regularizer=l2, bias_regularizer=l2, dtype="float32")
+    layer.build((None, w.shape[0]))
+    layer.set_weights([w.numpy(), b.numpy()])
+    return layer
 
-    `epochs` and `rows` (batch size) are Python ints: XLA needs static batch shapes.
-    """
+
+def _optimizer(config, steps_per_epoch):
+    """Keras Adam (PyTorch's betas and epsilon), lr decayed per epoch: lr_start * gamma^epoch."""
+    gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.lr_start, decay_steps=steps_per_epoch, decay_rate=gamma, staircase=True)
+    return keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+
+
+def _trainer(layer, optimizer, x, y, rows, seed):
+    """fn(first_epoch, epochs): `epochs` epochs of shuffled batches of `rows` rows, all in
+    one XLA program (a while loop over epochs and steps); `epochs` is a Python int."""
     n = x.shape[0]
     steps = n // rows
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    variables = layer.trainable_variables
 
-    def epoch_body(epoch, params, m, v, t):
-        perm = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed, epoch])))
-        lr = lr_start * tf.pow(gamma, tf.cast(epoch, tf.float32))
+    @tf.function(jit_compile=True)
+    def train(first_epoch, epochs):
+        def epoch_body(epoch):
+            perm = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed, epoch])))
 
-        def step_body(s, params, m, v, t):
-            idx = tf.slice(perm, [s * rows], [rows])
-            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
-            with tf.GradientTape() as tape:
-                tape.watch(params)
-                logits = tf.matmul(xb, params[0]) + params[1]
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
-            grads = tape.gradient(loss, params)
-            t = t + 1.0
-            new_p, new_m, new_v = [], [], []
-            for p, g, mi, vi in zip(params, grads, m, v):
-                g = g + weight_decay * p
-                mi = beta1 * mi + (1 - beta1) * g
-                vi = beta2 * vi + (1 - beta2) * g * g
-                m_hat = mi / (1 - beta1 ** t)
-                v_hat = vi / (1 - beta2 ** t)
-                new_p.append(p - lr * m_hat / (tf.sqrt(v_hat) + eps))
-                new_m.append(mi)
-                new_v.append(vi)
-            return s + 1, tuple(new_p), tuple(new_m), tuple(new_v), t
+            def step_body(s):
+                idx = tf.slice(perm, [s * rows], [rows])
+                xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+                with tf.GradientTape() as tape:
+                    logits = layer(xb)
+                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
+                    loss += tf.add_n(layer.losses) if layer.losses else 0.0
+                optimizer.apply(tape.gradient(loss, variables), variables)
+                return (s + 1,)
 
-        _, params, m, v, t = tf.while_loop(
-            lambda s, *_: s < steps, step_body, (0, params, m, v, t))
-        return epoch + 1, params, m, v, t
+            tf.while_loop(lambda s: s < steps, step_body, (tf.constant(0),))
+            return (epoch + 1,)
 
-    _, params, m, v, t = tf.while_loop(
-        lambda e, *_: e < first_epoch + epochs, epoch_body, (first_epoch, params, m, v, t))
-    return params, m, v, t
+        tf.while_loop(lambda e: e < first_epoch + epochs, epoch_body, (first_epoch,))
+
+    return train
 
 
 def standardizer(train_x):
@@ -120,25 +125,24 @@ def train_linear(train_x, train_y, num_classes, config=ProbeConfig()):
         raise ValueError(f"train_linear: {x.shape[0]} feature rows but {y.shape[0]} labels")
     if int(tf.reduce_min(y)) < 0 or int(tf.reduce_max(y)) >= num_classes:
         raise ValueError(f"train_linear: labels must be in [0, {num_classes}) (unlabelled rows removed)")
-    params = _init(x.shape[1], num_classes, config.seed)
-    m = v = (tf.zeros_like(params[0]), tf.zeros_like(params[1]))
-    t = tf.constant(0.0)
-    gamma = (config.lr_end / config.lr_start) ** (1.0 / config.epochs)
-    consts = (tf.constant(config.lr_start, tf.float32), tf.constant(gamma, tf.float32),
-              tf.constant(config.weight_decay, tf.float32), tf.constant(config.seed))
-    # One XLA call for all epochs; with progress, PROGRESS_CHUNKS calls carrying the Adam state
-    # (same result: the lr and the shuffling depend on the global epoch index only).
+    rows = min(config.batch_size, x.shape[0])
+    layer = _classifier(*_init(x.shape[1], num_classes, config.seed), config.weight_decay)
+    optimizer = _optimizer(config, x.shape[0] // rows)
+    optimizer.build(layer.trainable_variables)
+    train = _trainer(layer, optimizer, x, y, rows, tf.constant(config.seed))
+    # One XLA call for all epochs; with progress, PROGRESS_CHUNKS calls (same result: the
+    # optimizer keeps its state, the lr and the shuffling depend on the global epoch only).
     chunk = -(-config.epochs // PROGRESS_CHUNKS) if config.progress else config.epochs
     bar = keras.utils.Progbar(config.epochs, unit_name="epoch") if config.progress else None
     done = 0
     while done < config.epochs:
         n = min(chunk, config.epochs - done)
-        params, m, v, t = _train(x, y, params, m, v, t, tf.constant(done), *consts, n,
-                                 min(config.batch_size, x.shape[0]))
+        train(tf.constant(done), n)
         done += n
         if bar:
             bar.update(done)
-    return params[0].numpy(), params[1].numpy()
+    w, b = layer.get_weights()
+    return w, b
 
 
 def topk_accuracy(logits, labels, topk=(1, 5)):

@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from wmse_tf import io as atomic_io
+
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 MAP_METHODS = ("pca", "tsne")
@@ -42,16 +44,18 @@ def read_epochs(model_dir):
 def read_step_scalars(model_dir, tag="train/loss"):
     """(steps, values) of one TensorBoard scalar of `<model_dir>/tb`, sorted by step."""
     import tensorflow as tf
+    from tensorboard.compat.proto import event_pb2  # TensorBoard's own Event proto (no tf.compat.v1)
+    from tensorboard.util import tensor_util
 
     points = {}
     for path in sorted(glob.glob(os.path.join(model_dir, "tb", "**", "events.out.tfevents.*"),
                                  recursive=True)):
         try:
             for record in tf.data.TFRecordDataset(path):
-                event = tf.compat.v1.Event.FromString(record.numpy())
+                event = event_pb2.Event.FromString(record.numpy())
                 for value in event.summary.value:
                     if value.tag == tag:
-                        arr = tf.make_ndarray(value.tensor) if value.HasField("tensor") else value.simple_value
+                        arr = tensor_util.make_ndarray(value.tensor) if value.HasField("tensor") else value.simple_value
                         points[int(event.step)] = float(np.asarray(arr).reshape(-1)[0])
         except tf.errors.DataLossError:  # a file still being written: keep what was read
             continue
@@ -159,7 +163,5 @@ def feature_map(panels, path, method="pca", class_names=None, max_points=2000, s
 
 
 def _save(fig, path, dpi):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    with atomic_io.writing(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)

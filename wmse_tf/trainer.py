@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 
 import keras
 import tensorflow as tf
@@ -25,6 +24,7 @@ from wmse_tf import callbacks as cb
 from wmse_tf import checkpoint as ckpt_lib
 from wmse_tf import config as config_lib
 from wmse_tf import data, distribute, encoders, methods, pipeline, resolve, run_log, schedules
+from wmse_tf import io as atomic_io
 from wmse_tf import lock as lock_lib
 from wmse_tf.loop import LoopState, TrainLoop
 
@@ -123,11 +123,10 @@ def knn_monitor(cfg, encoder, state=None):
 
 
 def save_encoder(encoder, model_dir):
-    """model_dir/encoder.keras, written to a temp name then renamed (atomic)."""
+    """model_dir/encoder.keras, written atomically (wmse_tf.io.writing)."""
     path = os.path.join(model_dir, "encoder.keras")
-    tmp = os.path.join(model_dir, f".encoder-{uuid.uuid4().hex[:8]}.keras")
-    encoder.save(tmp)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    with atomic_io.writing(path) as tmp:
+        encoder.save(tmp)
     return path
 
 

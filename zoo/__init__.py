@@ -12,6 +12,8 @@ SavedModel version dir), size and how it was built.
 import json
 import os
 
+from wmse_tf import io as atomic_io
+
 REGISTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models.json")
 STATUSES = ("planned", "published")
 REQUIRED = ("name", "version", "status", "dataset", "method", "views", "config")
@@ -56,13 +58,9 @@ def find(registry, name):
 
 
 def save(registry, path=REGISTRY):
-    """Validates, then writes atomically (temp file + os.replace)."""
+    """Validates, then writes atomically (wmse_tf.io.write_json)."""
     validate(registry)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(registry, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_io.write_json(path, registry)
 
 
 def update(name, fields, path=REGISTRY):

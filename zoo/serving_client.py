@@ -10,6 +10,12 @@ transient are retried with exponential backoff (bounded attempts): connection
 refused/reset/dropped (also mid-response), timeouts, HTTP 502/503/504, gRPC UNAVAILABLE and
 DEADLINE_EXCEEDED. Anything else (4xx, 500, INVALID_ARGUMENT, a malformed body)
 raises `ServingError` at once, naming the URL, the status and the server's message.
+
+REST retries are urllib3's `Retry` (urllib3 directly, not through requests: requests
+reads the body after urllib3's retry loop, so a cut body would need a second loop).
+gRPC keeps its own loop: a retry service config cannot retry a per-attempt timeout
+(its deadline spans all attempts), caps attempts at 5 and does not tell how many
+were made (docs/reliability.md).
 """
 
 import base64
@@ -18,6 +24,7 @@ import sys
 import time
 
 import numpy as np
+import urllib3
 
 OUTPUT_KEY = "feature_vector"
 RETRY_HTTP = (502, 503, 504)
@@ -34,6 +41,13 @@ class ServingError(RuntimeError):
 
 def _backoff(attempt, base, cap):
     return min(cap, base * 2 ** attempt)
+
+
+class _Retry(urllib3.util.Retry):
+    """urllib3's Retry with this module's backoff: `_backoff(n - 1)` before retry n (no jitter)."""
+
+    def get_backoff_time(self):
+        return _backoff(len(self.history) - 1, self.backoff_factor, self.backoff_max) if self.history else 0.0
 
 
 def _batches(images, image_bytes, batch_size):
@@ -64,44 +78,36 @@ class RestClient:
     """
 
     def __init__(self, base_url, model, version=None, timeout=10.0, retries=3, backoff=0.2,
-                 max_backoff=5.0, columnar=False, session=None):
-        import requests
-
+                 max_backoff=5.0, columnar=False, pool=None):
         self.url = f"{base_url.rstrip('/')}/v1/models/{model}" + (f"/versions/{int(version)}" if version else "")
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self.columnar = columnar
-        self.session = session or requests.Session()
+        self.pool = pool or urllib3.PoolManager()
+
+    def _retry(self):
+        """urllib3's Retry: every error and 502/503/504 up to `retries` times, POST included
+        (predict is read-only). The body is read inside urllib3's retry loop
+        (preload_content), so a response cut off mid-body is retried too."""
+        return _Retry(total=self.retries, redirect=False, allowed_methods=None, status_forcelist=RETRY_HTTP,
+                      raise_on_status=False, respect_retry_after_header=False,
+                      backoff_factor=self.backoff, backoff_max=self.max_backoff)
 
     def _post(self, body):
-        import requests
-
         url = self.url + ":predict"
-        last = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(_backoff(attempt - 1, self.backoff, self.max_backoff))
-            try:
-                r = self.session.post(url, data=json.dumps(body), timeout=self.timeout,
-                                      headers={"Content-Type": "application/json"})
-            except requests.Timeout:
-                last = (None, f"timed out after {self.timeout}s")
-                continue
-            except requests.ConnectionError as e:
-                last = (None, f"connection failed ({type(e).__name__}: {e})")
-                continue
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as e:
-                last = (None, f"response cut off mid-body ({type(e).__name__}: {e})")  # connection dropped
-                continue
-            if r.status_code in RETRY_HTTP:
-                last = (r.status_code, _server_message(r.text))
-                continue
-            if r.status_code != 200:
-                raise ServingError(url, r.status_code, _server_message(r.text), attempt + 1)
-            try:
-                return r.json()
-            except ValueError:
-                raise ServingError(url, 200, f"malformed body (not JSON): {r.text[:200]!r}", attempt + 1) from None
-        raise ServingError(url, last[0], last[1], self.retries + 1)
+        try:
+            r = self.pool.request("POST", url, body=json.dumps(body).encode(), retries=self._retry(),
+                                  headers={"Content-Type": "application/json"}, preload_content=True,
+                                  timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout))
+        except urllib3.exceptions.MaxRetryError as e:
+            raise ServingError(url, None, _failure(e.reason, self.timeout), self.retries + 1) from None
+        attempts = 1 + len(r.retries.history) if r.retries else 1
+        text = r.data.decode("utf-8", "replace")
+        if r.status != 200:
+            raise ServingError(url, r.status, _server_message(text), attempts)
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ServingError(url, 200, f"malformed body (not JSON): {text[:200]!r}", attempts) from None
 
     def predict(self, images=None, image_bytes=None, batch_size=64, signature=None):
         """Features [N, F] of float [0, 1] / uint8 images [N, H, W, 3], or of encoded image bytes."""
@@ -131,6 +137,15 @@ class RestClient:
         if arr is None or arr.ndim != 2 or len(arr) != n:
             raise ServingError(url, 200, f"malformed body: expected {n} feature vectors, got {str(body)[:200]}")
         return arr
+
+
+def _failure(reason, timeout):
+    """One line for the last error of a request that got no usable response."""
+    if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+        return f"timed out after {timeout}s"
+    if "IncompleteRead" in repr(reason):
+        return f"response cut off mid-body ({reason})"  # the connection dropped mid-body
+    return f"connection failed ({type(reason).__name__}: {reason})"
 
 
 def _server_message(text):

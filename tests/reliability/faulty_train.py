@@ -41,8 +41,8 @@ def install(fault):
         def save(self, checkpoint_number=None, **kwargs):
             if int(checkpoint_number) != step:
                 return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
-            prefix = f"{self._prefix}-{step}"
-            self._checkpoint.write(prefix)  # complete files, no state-file update
+            prefix = os.path.join(self.directory, f"ckpt-{step}")  # Checkpointer's checkpoint_name
+            self.checkpoint.write(prefix)  # complete files, no state-file update
             if kind == "ckpt_data":
                 _half(f"{prefix}.data-00000-of-00001")
                 os.remove(f"{prefix}.index")

@@ -75,14 +75,15 @@ def test_write_failure_mid_save_monkeypatched(tmp_path, monkeypatch, capsys, tal
 
     def failing(self, checkpoint_number=None, **kwargs):
         if checkpoint_number == 8:
-            os.makedirs(f"{self._prefix}-8_temp", exist_ok=True)
-            with open(f"{self._prefix}-8_temp/part-00000-of-00001.data-00000-of-00001", "wb") as f:
+            prefix = os.path.join(self.directory, "ckpt")  # Checkpointer's checkpoint_name
+            os.makedirs(f"{prefix}-8_temp", exist_ok=True)
+            with open(f"{prefix}-8_temp/part-00000-of-00001.data-00000-of-00001", "wb") as f:
                 f.write(b"\0" * 1000)
-            with open(f"{self._prefix}-8.data-00000-of-00001", "wb") as f:
+            with open(f"{prefix}-8.data-00000-of-00001", "wb") as f:
                 f.write(b"\0" * 1000)
             if failure == "ENOSPC":
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{self._prefix}-8.index")
-            raise tf.errors.PermissionDeniedError(None, None, f"{self._prefix}-8_temp/part-00000; "
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{prefix}-8.index")
+            raise tf.errors.PermissionDeniedError(None, None, f"{prefix}-8_temp/part-00000; "
                                                   "Read-only file system")
         return real(self, checkpoint_number=checkpoint_number, **kwargs)
 
