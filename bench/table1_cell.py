@@ -41,10 +41,10 @@ def read_json(path):
 
 
 def write_json(path, obj):
-    from wmse_tf import checkpoint
+    from wmse_tf import io
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    checkpoint.write_json_atomic(path, obj)
+    io.write_json(path, obj, sort_keys=True)
 
 
 def machine():

@@ -183,10 +183,9 @@ def replace_between(path, markers, text):
         new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(new)
-    os.replace(tmp, path)
+    from wmse_tf import io
+
+    io.write_text(path, new)
 
 
 def report(results_dir, settings, rows, md_path, img_dir, root):
