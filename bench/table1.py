@@ -192,8 +192,8 @@ class Table:
         if plan:
             return plan
         plan = {"budget": cell.budget, "budget_value": cell.budget_value}
-        if cell.budget == "epochs":
-            budget = [f"--epochs={int(cell.budget_value)}"]
+        if cell.budget == "epochs":  # without the flagfile's own --time_budget (the demo's 8m)
+            budget = [f"--epochs={int(cell.budget_value)}"] + ["--time_budget=0"] * self.time_budget_flag
         else:
             budget, plan["throughput"] = cell_lib.seconds_budget_flags(
                 cell.budget_value, self.budget_epochs, self.time_budget_flag, lambda: self.measure(cell))

@@ -47,6 +47,19 @@ def test_equal_seconds_budget_uses_the_trainers_time_budget_else_a_measured_thro
     assert "time_budget" in table1.FLAGS  # wmse_tf.train has it: the table uses it
 
 
+def test_plans_of_the_fashion_mnist_flagfile_train_the_budget_they_name(tmp_path):
+    """The flagfile's own --time_budget (the demo's) must not leak into the equal-epochs cells."""
+    table = table1.Table("configs/fashion_mnist.flags", [], str(tmp_path / "runs"), str(tmp_path / "results"),
+                         5, 30, [0], budget_epochs=4)
+    row = table1.ROW_BY_KEY["wmse4"]
+    for budget, value, epochs, seconds in (("epochs", 4, 4, 0.0), ("seconds", 240, 4, 240.0)):
+        cell = table1.Cell(row, budget, value, 0)
+        plan = table.plan(cell, str(tmp_path / cell.name))
+        cfg = table1_cell.resolve_config(table.config, plan["command"][4:])
+        assert (cfg["epochs"], cfg["time_budget"], cfg["num_views"], cfg["batch_size"]) == (epochs, seconds, 4, 128)
+        assert cfg["knn_metric"] == "euclidean" and cfg["width"] == 8 and cfg["seed"] == 0
+
+
 def test_elapsed_sums_training_segments_across_restarts():
     segments = [[0.0, 10.0, 143], [100.0, None, None]]  # killed at 10 s; the second still running
     assert table1_cell.elapsed([5.0, 10.0, 105.0, 107.0], segments) == [5.0, 10.0, 15.0, 17.0]
