@@ -148,6 +148,7 @@ class TrainConfig:
         if self.jit_compile not in (True, False, AUTO):
             _fail("jit_compile", self.jit_compile, "allowed: auto, true, false")
         _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _check_choice("knn_metric", self.knn_metric, ("cosine", "euclidean"))
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.num_views < 2:
             _fail("num_views", self.num_views, "need at least 2 views per image (allowed: >= 2)")
