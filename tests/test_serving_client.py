@@ -24,7 +24,6 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from zoo import serving_client
 from zoo.serving_client import GrpcClient, RestClient, ServingError
 
 MODEL = "tiny"
@@ -275,6 +274,3 @@ def test_real_tensorflow_model_server(exported, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
 
-
-def test_module_constants():
-    assert serving_client.OUTPUT_KEY == "feature_vector" and 503 in serving_client.RETRY_HTTP
