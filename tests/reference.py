@@ -14,13 +14,15 @@ def numpy_whiten(x, eps=0.0):
 
 
 def numpy_normalized_mse(a, b):
-    """Mean over rows of ||a/|a| - b/|b|||^2."""
+    """Mean over rows of ||a/|a| - b/|b|||^2, in float64 whatever the input dtype."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     a = a / np.linalg.norm(a, axis=-1, keepdims=True)
     b = b / np.linalg.norm(b, axis=-1, keepdims=True)
     return np.mean(np.sum((a - b) ** 2, axis=-1))
 
 
 def covariance(z):
-    """Sample covariance over the row axis (-2)."""
+    """Sample covariance over the row axis (-2), in float64."""
+    z = np.asarray(z, np.float64)
     zc = z - z.mean(axis=-2, keepdims=True)
     return np.einsum("...nd,...ne->...de", zc, zc) / (z.shape[-2] - 1)

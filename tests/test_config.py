@@ -110,15 +110,20 @@ def test_key_differences():
     assert config.key_differences(a.key_values(), c.key_values()) == [("emb", 16, 8)]
 
 
-def test_command_line_error_is_one_line_and_nonzero():
-    proc = subprocess.run([sys.executable, "-m", "wmse_tf.train", "--dataset=synthetic", "--w_size=32",
-                           "--emb=64", "--batch_size=64", "--model_dir=/nonexistent/never"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+def test_command_line_error_is_one_line_and_nonzero(capsys):
+    """In-process: `main` returns the exit code app.run exits with (a real process's exit code is
+    tested by tests/reliability/test_lock.py::test_second_training_run_refuses_with_exit_2)."""
+    train.FLAGS(["train", "--dataset=synthetic", "--w_size=32", "--emb=64", "--batch_size=64",
+                 "--model_dir=/nonexistent/never"])
+    assert train.main(["train"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert errors == ["error: --w_size=32: must be larger than --emb=64: each whitening sub-batch of w_size "
                       "rows in emb dims has a singular covariance otherwise (recommended: w_size >= 2*emb)"]
     assert not os.path.exists("/nonexistent/never")
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train", "--dataset=synthetic", "--w_size=128", "--emb=64", "--batch_size=128"])
+    assert train.main(["train", "extra"]) == 2  # positional arguments are refused too
+    assert "unexpected arguments ['extra']" in capsys.readouterr().err
 
 
 # `python -m wmse_tf.train --print_config` in a fresh interpreter, then what it imported.

@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests import helpers
 from wmse_tf import demo, export, plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,12 +20,17 @@ def test_default_flagfile_is_the_fashion_mnist_config_and_can_be_replaced():
     assert demo.with_default_flagfile(["demo", "--flagfile=x.flags"]) == ["demo", "--flagfile=x.flags"]
 
 
-def test_demo_prints_config_of_the_fashion_mnist_flagfile():
-    proc = subprocess.run([sys.executable, "-m", "wmse_tf.demo", "--print_config"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    cfg = json.loads(proc.stdout)
+def test_demo_prints_config_of_the_fashion_mnist_flagfile(capsys):
+    """`python -m wmse_tf.demo --print_config` in-process: the argv app.run parses, then main."""
+    demo.FLAGS.unparse_flags()
+    try:
+        argv = demo.FLAGS(demo.with_default_flagfile(["demo", "--print_config"]))
+        assert demo.main(argv) == 0
+    finally:
+        demo.FLAGS.unparse_flags()
+    cfg = json.loads(capsys.readouterr().out)
     assert cfg["dataset"] == "fashion_mnist" and cfg["method"] == "wmse"
+    assert cfg == json.loads(json.dumps(helpers.parse_flagfile(demo.DEFAULT_FLAGFILE)))
 
 
 def test_feature_map_and_curves_are_small_pngs(tmp_path):
@@ -45,13 +49,21 @@ def test_feature_map_and_curves_are_small_pngs(tmp_path):
     assert os.path.getsize(curves) < 200_000
 
 
-def test_demo_end_to_end_on_synthetic_data(tmp_path):
+def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
+    """`python -m wmse_tf.demo` in-process (flags parsed as app.run does, then main)."""
     run_dir, export_dir = tmp_path / "run", tmp_path / "exports"
-    cmd = [sys.executable, "-m", "wmse_tf.demo", "--flagfile=configs/smoke.flags", f"--model_dir={run_dir}",
-           f"--demo_export_dir={export_dir}", "--epochs=1", "--probe_epochs=20", "--map=pca", "--verbose=2"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
+    monkeypatch.chdir(ROOT)
+    demo.FLAGS.unparse_flags()
+    try:
+        argv = demo.FLAGS(["demo", "--flagfile=configs/smoke.flags", f"--model_dir={run_dir}",
+                           f"--demo_export_dir={export_dir}", "--epochs=1", "--probe_epochs=20", "--map=pca",
+                           "--verbose=2"])
+        code = demo.main(argv)
+    finally:
+        demo.FLAGS.unparse_flags()
+    captured = capsys.readouterr()
+    assert code == 0, captured.out[-3000:] + captured.err[-3000:]
+    out = captured.out
     # One table with the three rows and the protocol, then the summary of paths.
     for row in ("W-MSE encoder", "same encoder, random weights", "raw pixels", "protocol:", "linear top-1",
                 "5-NN cosine", "written:"):
@@ -69,24 +81,17 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path):
     assert export.verify_hashes(paths["export"]) == []
     rows = results["rows"]
     assert set(rows) == {"W-MSE encoder", "same encoder, random weights", "raw pixels"}
-    for r in rows.values():
+    assert card["metrics"]["rows"] == rows
+    table = out[out.rindex("\nfeatures "):]
+    for name, r in rows.items():
         assert r["num_test"] == 128 and r["num_train"] == 512
-        assert 0.0 <= r["linear"]["top1"] <= r["linear"]["top5"] <= 1.0
-        assert 0.0 <= r["knn"]["cosine:5"]["top1"] <= 1.0
+        assert r["linear"]["top1"] <= r["linear"]["top5"]
+        # the printed table shows the JSON's numbers, row by row
+        cells = [f"{100 * r['linear']['top1']:.2f}", f"{100 * r['linear']['top5']:.2f}",
+                 f"{100 * r['knn']['cosine:5']['top1']:.2f}", f"{100 * r['knn']['euclidean:5']['top1']:.2f}"]
+        line = next(line for line in table.splitlines() if line.startswith(name))
+        assert line.split()[-4:] == cells, (line, cells)
     # Synthetic classes differ by hue: every feature set is far above chance (25%).
     assert rows["raw pixels"]["knn"]["cosine:5"]["top1"] > 0.5
     assert rows["W-MSE encoder"]["knn"]["cosine:5"]["top1"] > 0.5
 
-
-def test_checkpoint_restores_from_a_relative_model_dir(tmp_path, monkeypatch):
-    """A second `make demo` resumes runs/fashion_mnist, a relative path (was doubled: dir/dir/ckpt-N)."""
-    import keras
-
-    from wmse_tf import checkpoint
-
-    monkeypatch.chdir(tmp_path)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    checkpoint.Checkpointer(os.path.join("runs", "x"), model).save(7)
-    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    assert checkpoint.Checkpointer(os.path.join("runs", "x"), other).restore() == 7
-    np.testing.assert_array_equal(model.get_weights()[0], other.get_weights()[0])

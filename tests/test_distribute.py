@@ -1,7 +1,9 @@
 """Tests of distributed training (wmse_tf/distribute.py, loop.py under strategies, XLA).
 
-Each test runs in a subprocess: logical CPU devices and multi-worker collectives
-must be configured before TensorFlow initializes.
+The step-equality test runs in-process on the 2 logical CPUs that tests/conftest.py sets up
+before TensorFlow initializes. The training command under --strategy=mirrored and
+multi_worker (its own processes: collectives are configured before TF initializes) are
+long end-to-end runs: marked slow (`make test-slow`, `make test-all`).
 """
 
 import json
@@ -11,68 +13,60 @@ import subprocess
 import sys
 import textwrap
 
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wmse_tf import model, objectives
+from wmse_tf.loop import TrainLoop
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
 
 
 # One SGD step on 2 logical CPUs vs the same step on one device. Models without
 # BatchNorm (per-replica batch statistics would differ from full-batch ones).
-EXACT = textwrap.dedent("""
-    import json
-    import numpy as np, tensorflow as tf
-    from wmse_tf import distribute
-    strategy = distribute.make_strategy("mirrored", cpu_replicas=2)
-    import keras
-    from wmse_tf import model, objectives
-    from wmse_tf.loop import TrainLoop
+def _exact_model(across):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    enc = keras.Model(inputs, keras.layers.Dense(16)(x))
+    proj = keras.Sequential([keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
+    m = model.SSLModel(enc, proj, objectives.WMSE(w_size=16), whiten_across_replicas=across, seed=3)
+    m.compile(optimizer=keras.optimizers.SGD(0.5))
+    return m
 
-    def make(across):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8, 8, 3))
-        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        enc = keras.Model(inputs, keras.layers.Dense(16)(x))
-        proj = keras.Sequential([keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
-        m = model.SSLModel(enc, proj, objectives.WMSE(w_size=16), whiten_across_replicas=across, seed=3)
-        m.compile(optimizer=keras.optimizers.SGD(0.5))
-        return m
 
+@pytest.mark.parametrize("across", [True, False])
+def test_two_replica_step_equals_the_single_device_step(two_cpus, across):
+    """In-process on the 2 logical CPUs of tests/conftest.py, through TrainLoop."""
     rng = np.random.default_rng(0)
     views = tuple(rng.normal(size=(64, 8, 8, 3)).astype("float32") for _ in range(2))
     labels = np.zeros(64, np.int64)
     ds = tf.data.Dataset.from_tensors((views, labels)).repeat()
-    out = {}
-    for across in (True, False):
-        with strategy.scope():
-            m = make(across)
-        loop = TrainLoop(m, strategy, strategy.experimental_distribute_dataset(ds), 1)
-        logs = loop.train_function(iter(loop.dataset), tf.constant(1))
-        dist = [w.numpy() for w in m.trainable_weights]
-        ref = make(across)
-        start = [w.numpy() for w in ref.trainable_weights]
-        halves = [views] if across else [tuple(v[:32] for v in views), tuple(v[32:] for v in views)]
-        grads = [np.zeros_like(w) for w in start]
-        for half in halves:  # local whitening: each replica whitens its 32 rows; mean of the losses
-            ref.seed_generator.state.assign([3, 0])
-            with tf.GradientTape() as tape:
-                loss, _ = ref.compute_objective(half, training=True)
-            for i, g in enumerate(tape.gradient(loss, ref.trainable_weights)):
-                grads[i] += g.numpy() / len(halves)
-        expected = [w - 0.5 * g for w, g in zip(start, grads)]
-        out["across" if across else "local"] = max(float(np.abs(a - b).max()) for a, b in zip(dist, expected))
-        out["moved"] = max(float(np.abs(a - b).max()) for a, b in zip(dist, start))
-        out["replicas"] = strategy.num_replicas_in_sync
-    print(json.dumps(out))
-""")
-
-
-def test_two_replica_step_equals_the_single_device_step():
-    proc = subprocess.run([sys.executable, "-c", EXACT], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["replicas"] == 2 and out["moved"] > 1e-3
-    assert out["across"] < 1e-4, out  # gathered whitening == whitening the full batch on one device
-    assert out["local"] < 1e-4, out  # per-replica whitening == mean of the per-half losses
+    with two_cpus.scope():
+        m = _exact_model(across)
+    loop = TrainLoop(m, two_cpus, two_cpus.experimental_distribute_dataset(ds), 1)
+    loop.run(1)
+    assert two_cpus.num_replicas_in_sync == 2
+    dist = [w.numpy() for w in m.trainable_weights]
+    ref = _exact_model(across)
+    start = [w.numpy() for w in ref.trainable_weights]
+    halves = [views] if across else [tuple(v[:32] for v in views), tuple(v[32:] for v in views)]
+    grads = [np.zeros_like(w) for w in start]
+    for half in halves:  # local whitening: each replica whitens its 32 rows; mean of the losses
+        ref.seed_generator.state.assign([3, 0])
+        with tf.GradientTape() as tape:
+            loss, _ = ref.compute_objective(half, training=True)
+        for i, g in enumerate(tape.gradient(loss, ref.trainable_weights)):
+            grads[i] += g.numpy() / len(halves)
+    expected = [w - 0.5 * g for w, g in zip(start, grads)]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(dist, start)) > 1e-3  # the step moved the weights
+    # across: gathered whitening == whitening the full batch on one device;
+    # local: per-replica whitening == mean of the per-half losses
+    assert max(float(np.abs(a - b).max()) for a, b in zip(dist, expected)) < 1e-4
 
 
 # loop.TrainLoop with and without XLA on the per-replica step, on one device and on 2 logical CPUs.
@@ -146,6 +140,7 @@ def test_xla_compiles_the_per_replica_step():
         assert out["two_xla"]["xla"] == 1 and out["two_dw"] < 1e-4, out
 
 
+@pytest.mark.slow
 def test_mirrored_command_on_two_logical_cpus(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "wmse_tf.train", f"--flagfile={SMOKE}", f"--model_dir={tmp_path}",
@@ -167,6 +162,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_command_with_two_local_processes(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []

@@ -1,10 +1,5 @@
 """Tests of wmse_tf.model.SSLModel: fit, jit vs eager, NaN guard, MirroredStrategy."""
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -88,37 +83,21 @@ def test_mixed_bfloat16_step_whitens_in_float32():
         keras.mixed_precision.set_dtype_policy("float32")
 
 
-MIRRORED = textwrap.dedent("""
-    import json, sys
-    import numpy as np, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-    from tests.test_model import tiny_model, toy_views
-    across = sys.argv[1] == "1"
+@pytest.mark.parametrize("across", [False, True])
+def test_mirrored_strategy_on_two_logical_cpus(two_cpus, across):
+    # w_size 32 with a per-replica batch of 64: local whitening works; across gathers 128.
     views, labels = toy_views(256, seed=1)
     ds = tf.data.Dataset.from_tensor_slices((views, labels)).batch(128, drop_remainder=True)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    with strategy.scope():
+    with two_cpus.scope():
         m = tiny_model()
         m.whiten_across_replicas = across
         m.compile(optimizer=keras.optimizers.Adam(3e-3))
+    assert two_cpus.num_replicas_in_sync == 2
     before = m.evaluate(ds.take(2), verbose=0, return_dict=True)["loss"]
-    h = m.fit(ds.repeat(16), epochs=1, verbose=0).history
+    history = m.fit(ds.repeat(16), epochs=1, verbose=0).history
     after = m.evaluate(ds.take(2), verbose=0, return_dict=True)["loss"]
-    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "before": before, "after": after,
-                      "ok": h["whiten_ok"][-1]}))
-""")
-
-
-@pytest.mark.parametrize("across", ["0", "1"])
-def test_mirrored_strategy_on_two_logical_cpus(across):
-    # w_size 32 with a per-replica batch of 64: local whitening works; across gathers 128.
-    proc = subprocess.run([sys.executable, "-c", MIRRORED, across], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["replicas"] == 2 and result["ok"] == 1.0
-    assert result["after"] < result["before"] - 0.2, result
+    assert history["whiten_ok"][-1] == 1.0
+    assert after < before - 0.2, (before, after)
 
 
 def _bn_twins(seed=0):

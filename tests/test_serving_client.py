@@ -276,10 +276,6 @@ def test_real_tensorflow_model_server(exported, tmp_path):
         proc.wait(timeout=30)
 
 
-def test_module_constants():
-    assert serving_client.OUTPUT_KEY == "feature_vector" and 503 in serving_client.RETRY_HTTP
-
-
 def test_rest_backoff_is_exponential_and_capped(rest, monkeypatch):
     """urllib3 sleeps through Retry.sleep: before retry n, backoff * 2**(n-1), capped at max_backoff."""
     sleeps = []

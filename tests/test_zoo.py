@@ -44,22 +44,35 @@ def test_registry_entries_agree_with_their_flagfiles():
             assert entry[field] == cfg[flag], (entry["name"], field, entry[field], cfg[flag])
 
 
+def registry_rows():
+    """A registry of its own (one planned, one published row): independent of zoo/models.json."""
+    planned = {"name": "planned_one", "version": 1, "status": "planned", "dataset": "digits", "method": "wmse",
+               "views": 2, "config": "configs/smoke.flags", "metrics": None, "files": None}
+    published = dict(planned, name="published_one", status="published", export="zoo/exports/published_one/1",
+                     metrics={"protocol": {"linear": {"epochs": 1}}, "linear": {"top1": 0.5}},
+                     files={"saved_model.pb": "0" * 64})
+    return {"schema_version": 1, "models": [planned, published]}
+
+
 def test_registry_validation_errors():
-    registry = zoo.load()
-    planned = next(i for i, e in enumerate(registry["models"]) if e["status"] == "planned")
-    bad = copy.deepcopy(registry)
-    bad["models"][planned]["status"] = "published"
-    with pytest.raises(ValueError, match="needs 'metrics'"):
-        zoo.validate(bad)
-    bad = copy.deepcopy(registry)
-    bad["models"][planned]["metrics"] = {"linear": {"top1": 0.9}}
-    with pytest.raises(ValueError, match="planned entry has no metrics"):
-        zoo.validate(bad)
-    bad = copy.deepcopy(registry)
-    bad["models"].append(copy.deepcopy(bad["models"][0]))
-    with pytest.raises(ValueError, match="duplicate"):
-        zoo.validate(bad)
-    with pytest.raises(KeyError, match="no zoo entry"):
+    registry = registry_rows()
+    zoo.validate(registry)  # the valid starting point
+    cases = [
+        (lambda r: r["models"][0].update(status="published"), "needs 'metrics'"),
+        (lambda r: r["models"][0].update(metrics={"linear": {"top1": 0.9}}), "planned entry has no metrics"),
+        (lambda r: r["models"].append(copy.deepcopy(r["models"][0])), "duplicate"),
+        (lambda r: r["models"][1].update(status="done"), "status must be one of"),
+        (lambda r: r["models"][1].pop("config"), r"missing \['config'\]"),
+        (lambda r: r["models"][1].update(files=None), "needs 'files'"),
+        (lambda r: r["models"][1]["metrics"].pop("protocol"), "need their 'protocol'"),
+    ]
+    for change, message in cases:
+        bad = copy.deepcopy(registry)
+        change(bad)
+        with pytest.raises(ValueError, match=message):
+            zoo.validate(bad)
+    assert zoo.find(registry, "published_one") is registry["models"][1]
+    with pytest.raises(KeyError, match="no zoo entry named 'nope'; known: planned_one, published_one"):
         zoo.find(registry, "nope")
 
 
@@ -97,7 +110,9 @@ def test_build_publishes_metrics_and_hashes(built):
     assert entry["files"] == export.file_hashes(version_dir, skip=()) and "model_card.json" in entry["files"]
     assert entry["size_bytes"] > 0 and entry["metrics"]["num_test"] == 100
     assert entry["metrics"]["protocol"]["linear"]["epochs"] == 20
-    assert 0.0 <= entry["metrics"]["knn"]["euclidean:5"]["top1"] <= 1.0
+    knn_top1, linear = entry["metrics"]["knn"]["euclidean:5"]["top1"], entry["metrics"]["linear"]
+    assert knn_top1 * 100 == pytest.approx(round(knn_top1 * 100))  # a count of the 100 test images
+    assert linear["top1"] <= linear["top5"]
     card = export.read_card(version_dir)
     assert card["metrics"] == entry["metrics"] and card["flags"]["dataset"] == "digits"
 

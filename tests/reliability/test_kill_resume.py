@@ -52,7 +52,10 @@ def random_kill(model_dir, rng, args, max_delay):
     return killed, checkpoint_step(model_dir)
 
 
+@pytest.mark.slow
 def test_kills_in_writes_and_at_random_resume_from_last_complete_checkpoint(tmp_path, tally, caplog):
+    """Six real processes (five SIGKILLed); `make test` keeps the one-kill exact-resume test of
+    tests/test_train.py and the in-process fallback tests of tests/test_checkpoint.py."""
     run_dir, export_dir = tmp_path / "run", tmp_path / "export"
     args = (f"--epochs={EPOCHS}", f"--export_dir={export_dir}")
     lost = 0  # resumes that started before the newest complete checkpoint, or from a partial one

@@ -1,0 +1,30 @@
+"""Suite-wide setup: the CPU split into 2 logical devices, before TensorFlow initializes.
+
+The MirroredStrategy tests then run in this process (they needed a fresh Python + TF
+subprocess each). Single-device code is unaffected: ops run on /cpu:0 unless a strategy
+asks for /cpu:1. `distribute.make_strategy(..., cpu_replicas=2)` asks for the same split
+(TF accepts an identical configuration after initialization). Tests that build their own
+MirroredStrategy (through the library) still run in a subprocess: see `two_cpus`.
+"""
+
+import pytest
+import tensorflow as tf
+
+LOGICAL_CPUS = 2
+
+try:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration() for _ in range(LOGICAL_CPUS)])
+except RuntimeError:  # TF was initialized before this conftest (e.g. by a plugin)
+    pass
+
+
+@pytest.fixture(scope="session")
+def two_cpus():
+    """One MirroredStrategy over /cpu:0 and /cpu:1 for the whole session (fails clearly if the
+    split did not happen). One instance: TF keys collective ops per strategy object from the
+    same start, so two MirroredStrategy objects in one process can clash in their collectives."""
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= LOGICAL_CPUS, f"expected {LOGICAL_CPUS} logical CPUs, got {devices}"
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(LOGICAL_CPUS)])
