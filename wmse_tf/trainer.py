@@ -147,8 +147,8 @@ def export(cfg, encoder, results):
 
 
 def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe, plan=None):
-    """The run's CallbackList (order matters, see wmse_tf.callbacks), its KnnMonitor and
-    its TimeBudget (None without --time_budget)."""
+    """The run's CallbackList (order matters, see wmse_tf.callbacks; with --time_budget it
+    holds a budget.TimeBudget) and its KnnMonitor."""
     hints = dict(w_eps=cfg.w_eps, w_size=cfg.w_size, emb=cfg.emb, lr=cfg.lr)
     callbacks = [cb.Throughput(state, cfg.batch_size, schedule),
                  cb.NaNGuard(state, hints, cfg.steps_per_execution)]
@@ -161,16 +161,14 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
     # After the log writers: a kill between the two then leaves a log row past the checkpoint
     # (dropped on resume), never a checkpoint whose epoch row is missing from log.jsonl.
     callbacks.append(cb.CheckpointSaver(checkpointer, state, cfg.checkpoint_every, scratch_dir))
-    budget = None
     if cfg.time_budget:  # after the epoch-end work it measures, before the progress bar
         plan_path = os.path.join(cfg.model_dir, budget_lib.PLAN_NAME) if chief else None
-        budget = budget_lib.TimeBudget(cfg.time_budget, schedule, state, plan_path, plan)
-        callbacks.append(budget)
+        callbacks.append(budget_lib.TimeBudget(cfg.time_budget, schedule, state, plan_path, plan))
     verbose = cfg.verbose if chief else 0
     if verbose:
         callbacks.append(keras.callbacks.ProgbarLogger())
     return keras.callbacks.CallbackList(callbacks, model=model, verbose=verbose, epochs=cfg.epochs,
-                                        steps=spe), monitor, budget
+                                        steps=spe), monitor
 
 
 def run(cfg):
@@ -236,10 +234,11 @@ def _run(cfg, strategy, chief, scratch):
             return EXIT_OK
         loop = TrainLoop(model, strategy, ssl_input(cfg, strategy, step), spe,
                          cfg.steps_per_execution, cfg.jit_compile)
-        callbacks, monitor, budget = make_callbacks(cfg, model, state, checkpointer, chief,
-                                                    None if chief else scratch, schedule, spe, plan)
+        callbacks, monitor = make_callbacks(cfg, model, state, checkpointer, chief,
+                                            None if chief else scratch, schedule, spe, plan)
         start = time.time()
         logs = loop.run(cfg.epochs, callbacks, initial_step=step, state=state) if step < state.total_steps else {}
+        budget = next((c for c in callbacks.callbacks if isinstance(c, budget_lib.TimeBudget)), None)
         return finish(cfg, model, state, logs, monitor, chief, time.time() - start, budget)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
