@@ -63,23 +63,28 @@ ROWS = (
 ROW_BY_KEY = {r.key: r for r in ROWS}
 BUDGETS = ("epochs", "seconds")
 
-flags.DEFINE_string("config", "configs/fashion_mnist.flags", "Flagfile every row starts from (encoder, "
-                    "augmentation, optimizer); rows add their method flags.")
-flags.DEFINE_multi_string("train_arg", [], "Extra wmse_tf.train flag for every cell, after the row's, e.g. "
-                          "--train_arg=--data_dir=DIR or --train_arg=--mixed_precision=float32.")
-flags.DEFINE_string("out", "runs/table1", "Cell directories <out>/<cell>/ (run/ is the model_dir).")
-flags.DEFINE_string("results_dir", "bench/results/table1", "Results JSON of finished cells (committed).")
-flags.DEFINE_string("results_md", "docs/results.md", "--report: markdown file whose marked sections it fills.")
-flags.DEFINE_string("img_dir", "docs/img", "--report: where the curve PNGs go.")
-flags.DEFINE_list("rows", [r.key for r in ROWS], f"Rows, from: {', '.join(r.key for r in ROWS)}.")
-flags.DEFINE_list("seeds", ["0", "1"], "Seeds (weights, data order, augmentation, probe); a cell each.")
-flags.DEFINE_list("budgets", list(BUDGETS), "Budgets to run: epochs (equal epochs), seconds (equal wall-clock).")
-flags.DEFINE_integer("budget_epochs", 4, "Equal-epochs budget: epochs of every trained row.")
-flags.DEFINE_float("budget_seconds", 240, "Equal wall-clock budget: training seconds of every trained row.")
-flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell from the i-th (0-based), to split the table.")
-flags.DEFINE_bool("report", False, "Only gather finished cells into the markdown table and curves.")
-flags.DEFINE_integer("calibration_steps", 30, "Steps of the throughput run of a row when no equal-epochs "
-                     "cell of it finished on this machine.")
+def define_flags():
+    """The table's own flags; defined when run as a program (as zoo.build does), so importing this
+    module beside other entry points (tests) defines no clashing flag such as --train_arg."""
+    flags.DEFINE_string("config", "configs/fashion_mnist.flags", "Flagfile every row starts from (encoder, "
+                        "augmentation, optimizer); rows add their method flags.")
+    flags.DEFINE_multi_string("train_arg", [], "Extra wmse_tf.train flag for every cell, after the row's, e.g. "
+                              "--train_arg=--data_dir=DIR or --train_arg=--mixed_precision=float32.")
+    flags.DEFINE_string("out", "runs/table1", "Cell directories <out>/<cell>/ (run/ is the model_dir).")
+    flags.DEFINE_string("results_dir", "bench/results/table1", "Results JSON of finished cells (committed).")
+    flags.DEFINE_string("results_md", "docs/results.md", "--report: markdown file whose marked sections it fills.")
+    flags.DEFINE_string("img_dir", "docs/img", "--report: where the curve PNGs go.")
+    flags.DEFINE_list("rows", [r.key for r in ROWS], f"Rows, from: {', '.join(r.key for r in ROWS)}.")
+    flags.DEFINE_list("seeds", ["0", "1"], "Seeds (weights, data order, augmentation, probe); a cell each.")
+    flags.DEFINE_list("budgets", list(BUDGETS), "Budgets to run: epochs (equal epochs), seconds (equal wall-clock).")
+    flags.DEFINE_integer("budget_epochs", 4, "Equal-epochs budget: epochs of every trained row.")
+    flags.DEFINE_float("budget_seconds", 240, "Equal wall-clock budget: training seconds of every trained row.")
+    flags.DEFINE_string("shard", "0/1", "i/n: run every n-th cell from the i-th (0-based), to split the table.")
+    flags.DEFINE_bool("report", False, "Only gather finished cells into the markdown table and curves.")
+    flags.DEFINE_integer("calibration_steps", 30, "Steps of the throughput run of a row when no equal-epochs "
+                         "cell of it finished on this machine.")
+
+
 OWN_FLAGS = ("config", "train_arg", "out", "results_dir", "results_md", "img_dir", "rows", "seeds", "budgets",
              "budget_epochs", "budget_seconds", "shard", "report", "calibration_steps", "probe_epochs")
 
@@ -289,4 +294,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
