@@ -75,20 +75,11 @@ XLA = textwrap.dedent("""
     import numpy as np, tensorflow as tf
     from wmse_tf import distribute
     mirrored = distribute.make_strategy("mirrored", cpu_replicas=2)
-    import keras
-    from wmse_tf import model, objectives
+    from tests.test_distribute import _exact_model
     from wmse_tf.loop import TrainLoop
 
     def make():
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8, 8, 3))
-        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        enc = keras.Model(inputs, keras.layers.Dense(16)(x))
-        proj = keras.Sequential([keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)])
-        m = model.SSLModel(enc, proj, objectives.WMSE(w_size=16), seed=3)
-        m.compile(optimizer=keras.optimizers.SGD(0.5))
-        return m
+        return _exact_model(False)
 
     def xla_functions(fn, *args):  # functions of the traced graph that XLA must compile
         library = fn.get_concrete_function(*args).graph.as_graph_def().library
