@@ -44,6 +44,7 @@ bench: setup
 	$(PY) -m bench.objective
 	$(PY) -m bench.input_pipeline
 	$(PY) -m bench.train_step $(if $(TORCH_PY),--reference_python=$(TORCH_PY))
+	$(PY) -m bench.profile_step
 	$(PY) -m bench.methods
 
 clean:
