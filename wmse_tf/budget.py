@@ -27,6 +27,7 @@ from typing import Optional
 import keras
 
 from wmse_tf import checkpoint as ckpt_lib
+from wmse_tf import io as atomic_io
 from wmse_tf.loop import UNPLANNED
 
 PLAN_NAME = "plan.json"
@@ -173,7 +174,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.state.planned_steps = plan.planned_steps
         self.schedule.plan(plan.planned_steps)
         if self.plan_path:
-            ckpt_lib.write_json_atomic(self.plan_path, plan.to_dict())
+            atomic_io.write_json(self.plan_path, plan.to_dict(), sort_keys=True)
 
     def summary(self):
         """Plan and progress for results.json and the model card."""
