@@ -47,6 +47,10 @@ class LoopState:
         """Steps of the run: planned by a budget, else epochs * steps_per_epoch."""
         return self.planned_steps if self.planned_steps is not None else self.epochs * self.steps_per_epoch
 
+    def steps_in_epoch(self, epoch):
+        """Steps of `epoch` the run trains: steps_per_epoch, fewer in a planned last epoch."""
+        return min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+
     @property
     def planned_epochs(self):
         """Epochs the run will start, the last possibly partial."""
@@ -140,17 +144,14 @@ class TrainLoop:
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
             done = state.step - epoch * spe
-            while not model.stop_training:
-                end = min(spe, state.total_steps - epoch * spe)  # a plan may move the end
-                if done >= end:
-                    break
-                n = min(self.steps_per_execution, end - done)
+            while not model.stop_training and done < state.steps_in_epoch(epoch):  # a plan may move the end
+                n = min(self.steps_per_execution, state.steps_in_epoch(epoch) - done)
                 callbacks.on_train_batch_begin(done)
                 logs = {k: float(v) for k, v in self.train_function(iterator, tf.constant(n)).items()}
                 done += n
                 state.step += n
                 callbacks.on_train_batch_end(done - 1, logs)
-            if done < min(spe, state.total_steps - epoch * spe):  # stopped mid-epoch: no epoch-end hooks
+            if done < state.steps_in_epoch(epoch):  # stopped mid-epoch: no epoch-end hooks
                 break
             epoch_logs = dict(logs)
             callbacks.on_epoch_end(epoch, epoch_logs)
@@ -161,12 +162,11 @@ class TrainLoop:
 
 def _show_planned_epochs(callbacks, state):
     """Tells the callbacks (e.g. the progress bar's "Epoch i/n") the planned number of epochs."""
-    params = dict(callbacks.params or {})
     if state.planned_steps == UNPLANNED:  # a budget, not yet planned: keep showing --epochs
         return
+    params = dict(callbacks.params or {})
     if params.get("epochs") != state.planned_epochs:
-        params["epochs"] = state.planned_epochs
-        callbacks.set_params(params)
+        callbacks.set_params({**params, "epochs": state.planned_epochs})
 
 
 class _KeepLogs(keras.callbacks.Callback):

@@ -222,8 +222,10 @@ def _run(cfg, strategy, chief, scratch):
                           planned_steps=plan.planned_steps if plan else None)
         if chief:
             ckpt_lib.write_json_atomic(os.path.join(cfg.model_dir, "flags.json"), cfg.to_dict())
-            length = (f"{cfg.epochs} epochs" if not cfg.time_budget else
-                      f"a {cfg.time_budget:g} s budget ({'planned: ' + str(plan.planned_steps) + ' steps' if plan else 'planned after the first steps'})")
+            length = f"{cfg.epochs} epochs"
+            if cfg.time_budget:
+                planned = f"planned: {plan.planned_steps} steps" if plan else "planned after the first steps"
+                length = f"a {cfg.time_budget:g} s budget ({planned})"
             print(f"{'resuming at step ' + str(step) if step else 'starting'}: {cfg.method} on "
                   f"{cfg.dataset}, {strategy.num_replicas_in_sync} replica(s), {spe} steps/epoch, "
                   f"{length}, model_dir={cfg.model_dir}", flush=True)
