@@ -5,6 +5,6 @@ def machine_line():
     """The first line of every benchmark: CPU model, cores, vector/bf16 flags, load."""
     import os
 
-    from wmse_tf import resolve
+    from wmse_tf.training import resolve
 
     return f"machine: {resolve.cpu_description()}; load average {os.getloadavg()[0]:.1f}"

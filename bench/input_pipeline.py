@@ -15,8 +15,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import augment, pipeline
 from bench import machine_line
+from wmse_tf.data import augment, pipeline
 
 
 def images_per_second(dataset: tf.data.Dataset, n_batches: int, warmup: int = 2) -> float:

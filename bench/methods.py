@@ -20,7 +20,7 @@ from absl import app, flags
 from bench import machine_line
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("arch", "resnet18", "Encoder architecture (wmse_tf.encoders.ARCHS).")
+flags.DEFINE_string("arch", "resnet18", "Encoder architecture (wmse_tf.core.encoders.ARCHS).")
 flags.DEFINE_string("stem", "cifar", "ResNet stem: cifar | small | imagenet.")
 flags.DEFINE_integer("width", 8, "Channels of the first ResNet stage (64 in the paper).")
 flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
@@ -45,7 +45,8 @@ CASES = {
 def build(case):
     import keras
 
-    from wmse_tf import encoders, methods
+    from wmse_tf import methods
+    from wmse_tf.core import encoders
 
     method, _, kwargs = CASES[case]
     kwargs = dict(kwargs)

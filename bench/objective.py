@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import encoders, model, objectives, whitening
 from bench import machine_line
+from wmse_tf.core import encoders, model, objectives, whitening
 
 
 def seconds_per_call(fn, *args, repeats=10, warmup=2):

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from bench import machine_line
 from bench.train_step import Case
-from wmse_tf import objectives
+from wmse_tf.core import objectives
 
 GROUPS = (  # (group, substrings of op types), first match wins
     ("conv backprop filter", ("Conv2DBackpropFilter",)),

@@ -185,7 +185,7 @@ class Table:
 
     def measure(self, cell):
         """(images/s, batch, training images, source): the wall-clock plan without --time_budget."""
-        from wmse_tf import config as config_lib, trainer
+        from wmse_tf.training import config as config_lib, trainer
 
         ips, batch, source = self.throughput(cell.row, cell.budget_value)
         return ips, batch, trainer.count_images(config_lib.TrainConfig.from_dict(self.base)), source

@@ -144,7 +144,7 @@ def elapsed(times, segments):
 
 def curve(run_dir, segments):
     """[{epoch, step, elapsed, knn, loss}] from the run's log.jsonl (online k-NN per epoch)."""
-    from wmse_tf import plots
+    from wmse_tf.evaluation import plots
 
     rows = plots.read_epochs(run_dir)
     seconds = elapsed([r["time"] for r in rows], segments)
@@ -181,7 +181,7 @@ def throughput_flags(seconds, images_per_sec, num_images, batch_size):
 def calibrate(config, flags, cell_dir, steps, seconds):
     """(images/s, batch, source) from a short run of `flags` (cached in cell_dir/run): its step
     throughput, discounted by its start-up time (process, data, tracing) over `seconds`."""
-    from wmse_tf import plots
+    from wmse_tf.evaluation import plots
 
     run_dir = os.path.join(cell_dir, "run")
     if not os.path.exists(os.path.join(run_dir, "results.json")):
@@ -204,7 +204,7 @@ def training_summary(run_dir, plan, segments):
     """What the table keeps of a finished run. `images_per_sec` is effective: images trained
     (before views) per wall second of the training processes (start-up, k-NN monitor and
     checkpoints included), the throughput an equal wall-clock budget is planned with."""
-    from wmse_tf import plots
+    from wmse_tf.evaluation import plots
 
     res = read_json(os.path.join(run_dir, "results.json")) or {}
     flags = read_json(os.path.join(run_dir, "flags.json")) or {}
@@ -224,24 +224,26 @@ def training_summary(run_dir, plan, segments):
 
 def evaluate_run(run_dir, data_dir, probe_epochs, seed):
     """Linear probe + 5-NN of a run dir's encoder.keras on the full train/test splits."""
-    from wmse_tf import evaluate
-    from wmse_tf.linear_probe import ProbeConfig
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.evaluation.linear_probe import ProbeConfig
 
-    conf = evaluate.EvalConfig(data_dir=data_dir, probe=ProbeConfig(epochs=probe_epochs, seed=seed),
+    conf = eval_lib.EvalConfig(data_dir=data_dir, probe=ProbeConfig(epochs=probe_epochs, seed=seed),
                                knn=KNN_SPECS, progress=False)
-    return summarize_eval(evaluate.evaluate(run_dir, conf), conf)
+    return summarize_eval(eval_lib.evaluate(run_dir, conf), conf)
 
 
 def evaluate_pixels(cfg, probe_epochs, seed):
-    from wmse_tf import data, demo, evaluate
-    from wmse_tf.linear_probe import ProbeConfig
+    from wmse_tf import demo
+    from wmse_tf.data import datasets as data
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.evaluation.linear_probe import ProbeConfig
 
     meta = data.info(cfg["dataset"])
-    conf = evaluate.EvalConfig(probe=ProbeConfig(epochs=probe_epochs, seed=seed), knn=KNN_SPECS, progress=False)
+    conf = eval_lib.EvalConfig(probe=ProbeConfig(epochs=probe_epochs, seed=seed), knn=KNN_SPECS, progress=False)
     start = time.time()
     train = demo.pixel_features(cfg["dataset"], meta.train_split, cfg.get("data_dir"), 0)
     test = demo.pixel_features(cfg["dataset"], meta.test_split, cfg.get("data_dir"), 0)
-    res = evaluate.evaluate_features(*train, *test, conf, meta.num_classes)
+    res = eval_lib.evaluate_features(*train, *test, conf, meta.num_classes)
     res.update(num_train=len(train[1]), num_test=len(test[1]), num_features=int(train[0].shape[1]),
                seconds=round(time.time() - start, 1))
     return summarize_eval(res, conf)
@@ -251,7 +253,8 @@ def write_random_encoder(cfg, run_dir, seed):
     """`run_dir` holding a freshly initialized encoder of the config's architecture (+ flags.json)."""
     import keras
 
-    from wmse_tf import config as config_lib, encoders, trainer
+    from wmse_tf.core import encoders
+    from wmse_tf.training import config as config_lib, trainer
 
     if os.path.exists(os.path.join(run_dir, "encoder.keras")):
         return
@@ -269,7 +272,7 @@ def write_random_encoder(cfg, run_dir, seed):
 
 
 def summarize_eval(res, conf):
-    from wmse_tf import evaluate
+    from wmse_tf.evaluation import evaluator as eval_lib
 
     lin = res.get("linear", {})
     return {"linear_top1": lin.get("top1"), "linear_top5": lin.get("top5"),
@@ -277,7 +280,7 @@ def summarize_eval(res, conf):
             "num_train": res.get("num_train"), "num_test": res.get("num_test"),
             "num_features": res.get("num_features"), "seconds": res.get("seconds"),
             "protocol": f"frozen features of the un-augmented test-time images; linear: "
-                        f"{evaluate.protocol(conf.probe)}; k-NN: {', '.join(conf.knn)} (majority vote)"}
+                        f"{eval_lib.protocol(conf.probe)}; k-NN: {', '.join(conf.knn)} (majority vote)"}
 
 
 def result_record(cell, settings, dataset, status, **parts):

@@ -135,7 +135,7 @@ def claims_md(groups):
 
 def curves(groups, img_dir):
     """One PNG per budget: online k-NN (test subset) against epochs and against wall seconds."""
-    from wmse_tf import plots
+    from wmse_tf.evaluation import plots
 
     plt = plots._pyplot()
     base = {g["label"]: g["knn_euclidean5"][1] for (row, budget), g in groups.items() if budget == "-" and g["n"]}

@@ -28,8 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import encoders, model, objectives, resolve
 from bench import machine_line
+from wmse_tf.core import encoders, model, objectives
+from wmse_tf.training import resolve
 
 SETTINGS = (("float32", False), ("mixed_bfloat16", False), ("float32", True), ("mixed_bfloat16", True))
 
@@ -142,7 +143,7 @@ def main():
               f"{results[best][1] / ref:.2f}x, float32 / reference = {base[1] / ref:.2f}x")
     try:
         from bench.input_pipeline import images_per_second as pipeline_ips
-        from wmse_tf import augment, pipeline
+        from wmse_tf.data import augment, pipeline
         ds = pipeline.ssl_dataset("synthetic:size=32,train=4096", "train", args.batch, 4,
                                   augment.recipe("cifar10"), seed=0, repeat=True)
         ips = pipeline_ips(ds, 10)

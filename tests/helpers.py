@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import encoders, export, serving
+from wmse_tf.core import encoders
+from wmse_tf.export import saved_model as export, serving
 
 SIZE = 16
 SPEC = serving.InputSpec(SIZE, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))

@@ -1,4 +1,4 @@
-"""Tests for wmse_tf/augment.py: behaviour of the views, not only their shapes."""
+"""Tests for wmse_tf/data/augment.py: behaviour of the views, not only their shapes."""
 
 import dataclasses
 
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wmse_tf import augment, resampling
+from wmse_tf.data import augment, resampling
 
 CIFAR = augment.recipe("cifar10")
 # Only the crop, with a square window of the full image: views == normalized images.

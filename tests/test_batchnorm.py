@@ -1,11 +1,11 @@
-"""Tests of wmse_tf.batchnorm.FusedBatchNorm against Keras' BatchNormalization (the math it replaces)."""
+"""Tests of wmse_tf.core.batchnorm.FusedBatchNorm against Keras' BatchNormalization (the math it replaces)."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import batchnorm, encoders
+from wmse_tf.core import batchnorm, encoders
 
 
 def _pair(shape, dtype="float32"):

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf.byol: the tau schedule, the EMA target update, no gradient into the target."""
+"""Tests of wmse_tf.methods.byol: the tau schedule, the EMA target update, no gradient into the target."""
 
 import itertools
 import math
@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tests.reference import numpy_normalized_mse
-from wmse_tf import byol, encoders
+from wmse_tf.core import encoders
+from wmse_tf.methods import byol
 
 
 def mlp_encoder(dim=16, width=32, name="mlp"):

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf/checkpoint.py: the save/restore round trip (weights, BatchNorm statistics,
+"""Tests of wmse_tf/training/checkpoint.py: the save/restore round trip (weights, BatchNorm statistics,
 optimizer moments and step count, global step, permutation RNG), the fallback to the previous
 checkpoint when the newest is corrupt, missing or non-finite, the NaN refusal, and the small
 file helpers; fsync after a save and the cleanup of a failed one. Corruption is done on disk, as a crash or bit rot would; only public APIs."""
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import checkpoint, encoders, model, objectives
+from wmse_tf.core import encoders, model, objectives
+from wmse_tf.training import checkpoint
 
 
 def small_model(seed=0, emb=8):

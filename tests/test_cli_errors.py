@@ -11,7 +11,8 @@ import pytest
 from absl import flags
 
 from tests import helpers
-from wmse_tf import cli, demo, errors, evaluate, tfds_source, train
+from wmse_tf import cli, demo, errors, evaluate, train
+from wmse_tf.data import tfds as tfds_source
 from zoo import build, evaluate as zoo_evaluate, extract_features, serving_client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

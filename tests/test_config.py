@@ -1,6 +1,5 @@
-"""Tests of wmse_tf/config.py and the flag front end wmse_tf/train.py (in-process, no training)."""
+"""Tests of wmse_tf/training/config.py and the flag front end wmse_tf/train.py (in-process, no training)."""
 
-import ast
 import glob
 import json
 import os
@@ -11,7 +10,9 @@ import textwrap
 import pytest
 from absl import flags
 
-from wmse_tf import config, methods, resolve, train
+from tests import layout
+from wmse_tf import methods, train
+from wmse_tf.training import config, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
@@ -136,10 +137,11 @@ PRINT_CONFIG = textwrap.dedent("""
             runpy.run_module("wmse_tf.train", run_name="__main__")
         except SystemExit as e:
             code = e.code
-    from wmse_tf import resolve
+    from wmse_tf.training import resolve
     print(json.dumps({"code": code, "config": json.loads(out.getvalue()), "gpu_possible": resolve.gpu_possible(),
                       "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")
-                                        or m in ("wmse_tf.model", "wmse_tf.encoders", "wmse_tf.data"))}))
+                                        or m in ("wmse_tf.core.model", "wmse_tf.core.encoders",
+                                                 "wmse_tf.data.datasets"))}))
 """)
 
 
@@ -169,39 +171,27 @@ def test_a_config_may_hold_auto_values():
         config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, stem="big").validate()
 
 
-def module_level_imports(name):
-    """Modules imported at the top level of wmse_tf/<name>.py (imports in functions are lazy)."""
-    with open(os.path.join(ROOT, "wmse_tf", f"{name}.py")) as f:
-        tree = ast.parse(f.read())
-    imported = []
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            imported += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            imported += [f"{node.module}.{a.name}" if node.module == "wmse_tf" else node.module for a in node.names]
-    return imported
-
-
-@pytest.mark.parametrize("root", ["config", "resolve", "methods"])
+@pytest.mark.parametrize("root", ["wmse_tf.training.config", "wmse_tf.training.resolve", "wmse_tf.methods"])
 def test_the_config_layer_imports_only_the_standard_library(root):
-    """config, resolve and methods, and every module of ours they import (transitively), import
-    only the standard library at module level: no TensorFlow, Keras, NumPy or absl."""
+    """config, resolve and the methods registry, and every module of ours they import (transitively,
+    packages included), import only the standard library at module level: no TensorFlow, Keras,
+    NumPy or absl."""
     seen, todo, bad = set(), [root], []
     while todo:
         name = todo.pop()
         seen.add(name)
-        for module in module_level_imports(name):
-            if module.startswith("wmse_tf."):
-                ours = module.split(".")[1]
-                if ours not in seen:
-                    todo.append(ours)
+        for module in layout.imports(name, top_level_only=True):
+            if module.split(".")[0] == "wmse_tf":
+                if module not in seen and module != "wmse_tf":
+                    todo.append(module)
             elif module.split(".")[0] not in sys.stdlib_module_names:
                 bad.append(f"{name}: {module}")
     assert not bad, bad
-    assert root != "config" or {"datasets_info", "augment_config", "archs", "methods"} <= seen
+    assert root != "wmse_tf.training.config" or {"wmse_tf.data.info", "wmse_tf.data.augment_config",
+                                                 "wmse_tf.core.archs", "wmse_tf.methods"} <= seen
 
 
-# Flags whose `auto` depends on the machine (wmse_tf.resolve): a flagfile that fixes one
+# Flags whose `auto` depends on the machine (wmse_tf.training.resolve): a flagfile that fixes one
 # must say why in a header line `# override --flag: <reason>`, or users on other CPUs/GPUs
 # inherit a choice measured on ours (mixed_bfloat16 is ~4x slower where bf16 is emulated).
 HARDWARE_AUTO_FLAGS = {"mixed_precision": "auto", "jit_compile": "auto", "steps_per_execution": "0"}

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf.contrastive: NT-Xent against a float64 numpy implementation."""
+"""Tests of wmse_tf.methods.contrastive: NT-Xent against a float64 numpy implementation."""
 
 import itertools
 
@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from tests.reference import numpy_whiten
-from wmse_tf import contrastive, objectives
+from wmse_tf import methods
+from wmse_tf.methods import contrastive
 
 
 def rand(shape, seed=0):
@@ -62,7 +63,7 @@ def test_nt_xent_bounds():
 
 def test_objective_stats_and_registry():
     views = rand([2, 32, 8], 3)
-    objective = objectives.get("contrastive", tau=0.5)
+    objective = methods.objective("contrastive", tau=0.5)
     assert isinstance(objective, contrastive.NTXent)
     loss, stats = objective(views, seed=0)
     assert set(stats) == set(objective.stat_names) == {"pos_cos", "emb_std"}

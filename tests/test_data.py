@@ -1,4 +1,4 @@
-"""Tests for wmse_tf/data.py: every registry entry, offline (mock TFDS, temp folders)."""
+"""Tests for wmse_tf/data/datasets.py: every registry entry, offline (mock TFDS, temp folders)."""
 
 import gzip
 import io
@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wmse_tf import data, errors, image_folder, tfds_source
+from wmse_tf import errors
+from wmse_tf.data import datasets as data, folders as image_folder, tfds as tfds_source
 
 FASHION_DIR = data.IDX_DIR
 
@@ -232,7 +233,7 @@ def test_image_folder_converts_and_skips_bad_files(tmp_path, caplog):
     name = f"folder:{tmp_path},size=16"
     meta = data.info(name)
     assert (meta.num_classes, meta.image_size, meta.test_split) == (2, 16, "val")
-    with caplog.at_level(logging.WARNING, logger="wmse_tf.data"):
+    with caplog.at_level(logging.WARNING, logger="wmse_tf.data.datasets"):
         ds = data.load(name, "train")
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from wmse_tf import demo, export, plots
+from wmse_tf import demo
+from wmse_tf.evaluation import plots
+from wmse_tf.export import saved_model as export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

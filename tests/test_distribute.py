@@ -1,4 +1,4 @@
-"""Tests of distributed training (wmse_tf/distribute.py, loop.py under strategies, XLA).
+"""Tests of distributed training (wmse_tf/training/distribute.py, loop.py under strategies, XLA).
 
 The step-equality test runs in-process on the 2 logical CPUs that tests/conftest.py sets up
 before TensorFlow initializes. The training command under --strategy=mirrored and
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import model, objectives
-from wmse_tf.loop import TrainLoop
+from wmse_tf.core import model, objectives
+from wmse_tf.training.loop import TrainLoop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
@@ -73,10 +73,10 @@ def test_two_replica_step_equals_the_single_device_step(two_cpus, across):
 XLA = textwrap.dedent("""
     import json
     import numpy as np, tensorflow as tf
-    from wmse_tf import distribute
+    from wmse_tf.training import distribute
     mirrored = distribute.make_strategy("mirrored", cpu_replicas=2)
     from tests.test_distribute import _exact_model
-    from wmse_tf.loop import TrainLoop
+    from wmse_tf.training.loop import TrainLoop
 
     def make():
         return _exact_model(False)

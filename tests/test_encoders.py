@@ -1,9 +1,9 @@
-"""Tests of wmse_tf.encoders: layouts match torchvision's ResNets."""
+"""Tests of wmse_tf.core.encoders: layouts match torchvision's ResNets."""
 
 import numpy as np
 import pytest
 
-from wmse_tf import encoders
+from wmse_tf.core import encoders
 
 
 def trainable_count(model):

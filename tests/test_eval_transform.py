@@ -1,4 +1,4 @@
-"""Tests of wmse_tf/eval_transform.py: PIL parity, pass-through, dynamic sizes, and, per recipe
+"""Tests of wmse_tf/data/eval_transform.py: PIL parity, pass-through, dynamic sizes, and, per recipe
 that resizes, the features served from raw images equal the features evaluation computes."""
 
 import os
@@ -9,7 +9,9 @@ import tensorflow as tf
 from PIL import Image
 
 from tests import helpers
-from wmse_tf import augment, data, eval_transform, evaluate, export, image_folder
+from wmse_tf.data import augment, datasets as data, eval_transform, folders as image_folder
+from wmse_tf.evaluation import evaluator as eval_lib
+from wmse_tf.export import saved_model as export
 
 
 def _photo(h, w, seed=0):
@@ -144,9 +146,9 @@ def test_served_features_of_raw_images_equal_evaluated_features(name, tmp_path, 
         f32 = signatures["serving_default"](images=tf.constant(image[None] / np.float32(255)))
         png = signatures["serving_bytes"](image_bytes=tf.stack([tf.io.encode_png(image)]))
         served[label] = [out["feature_vector"][0].numpy() for out in (u8, f32, png)]
-    config = evaluate.EvalConfig(data_dir=str(tmp_path / "data"), batch_size=2, progress=False)
+    config = eval_lib.EvalConfig(data_dir=str(tmp_path / "data"), batch_size=2, progress=False)
     for model_path in (run_dir, path):  # evaluate's checkpoint and SavedModel feature paths
-        feats, labels = evaluate.eval_split(evaluate.open_model(model_path), name, split, config, None)
+        feats, labels = eval_lib.eval_split(eval_lib.open_model(model_path), name, split, config, None)
         assert sorted(labels.tolist()) == sorted(images)
         for label, want in zip(labels, feats):
             for got in served[int(label)]:

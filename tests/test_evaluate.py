@@ -1,4 +1,4 @@
-"""Tests of wmse_tf.evaluate, wmse_tf.linear_probe and wmse_tf.features."""
+"""Tests of wmse_tf.evaluate, wmse_tf.evaluation.linear_probe and wmse_tf.evaluation.features."""
 
 import dataclasses
 import json
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from wmse_tf import evaluate, export, features, linear_probe
-from wmse_tf.linear_probe import ProbeConfig
+from wmse_tf.evaluation import evaluator as eval_lib, features, linear_probe
+from wmse_tf.evaluation.linear_probe import ProbeConfig
+from wmse_tf.export import saved_model as export
 
 
 def numpy_probe(x, y, num_classes, w, b, epochs, lr_start, lr_end, wd):
@@ -60,8 +61,8 @@ def test_linear_probe_and_knn_on_blobs():
     tex, tey = tex[:300], tey[:300]
     probe = linear_probe.linear_probe(trx, try_, tex, tey, config=ProbeConfig(epochs=200))
     assert probe["top1"] > 0.95 and probe["top5"] == 1.0
-    config = evaluate.EvalConfig(probe=ProbeConfig(epochs=200), knn=("euclidean:5", "cosine:200:weighted"))
-    results = evaluate.evaluate_features(trx, try_, tex, tey, config)
+    config = eval_lib.EvalConfig(probe=ProbeConfig(epochs=200), knn=("euclidean:5", "cosine:200:weighted"))
+    results = eval_lib.evaluate_features(trx, try_, tex, tey, config)
     assert results["knn"]["euclidean:5"]["top1"] > 0.95 and results["knn"]["cosine:200:weighted"]["top1"] > 0.9
     assert "500" not in results["linear"]["protocol"] and "200 epochs" in results["linear"]["protocol"]
 
@@ -69,10 +70,10 @@ def test_linear_probe_and_knn_on_blobs():
 def test_topk_and_specs():
     logits = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.2]])
     assert linear_probe.topk_accuracy(logits, [1, 2], (1, 2)) == {"top1": 0.5, "top2": 1.0}
-    assert evaluate.parse_knn("cosine:200:weighted") == ("cosine", 200, True)
+    assert eval_lib.parse_knn("cosine:200:weighted") == ("cosine", 200, True)
     for bad in ("manhattan:5", "euclidean", "cosine:0", "cosine:5:heavy"):
         with pytest.raises(ValueError, match="k-NN spec"):
-            evaluate.parse_knn(bad)
+            eval_lib.parse_knn(bad)
     with pytest.raises(ValueError, match="lr_end"):
         ProbeConfig(lr_end=1.0)
 
@@ -100,9 +101,9 @@ def test_checkpoint_and_saved_model_give_the_same_numbers(tmp_path):
     encoder = helpers.tiny_encoder(width=4)
     run_dir = helpers.write_run_dir(tmp_path / "run", encoder, "digits")
     saved = export.export_encoder(encoder, str(tmp_path / "exports"), "tiny", dataset="digits")
-    config = evaluate.EvalConfig(probe=ProbeConfig(epochs=30), knn=("euclidean:5", "cosine:5"),
+    config = eval_lib.EvalConfig(probe=ProbeConfig(epochs=30), knn=("euclidean:5", "cosine:5"),
                                  limit_train=400, limit_test=150, progress=False)
-    ours = evaluate.evaluate(run_dir, config)
+    ours = eval_lib.evaluate(run_dir, config)
     cmd = [sys.executable, "-m", "wmse_tf.evaluate", f"--model={os.path.dirname(saved)}", "--epochs=30",
            "--knn=euclidean:5,cosine:5", "--limit_train=400", "--limit_test=150", "--noprogress"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=helpers.python_env(), timeout=300)
@@ -118,24 +119,25 @@ def test_checkpoint_and_saved_model_give_the_same_numbers(tmp_path):
     for spec in ("euclidean:5", "cosine:5"):
         assert abs(ours["knn"][spec]["top1"] - theirs["knn"][spec]["top1"]) <= tol
     assert export.verify_hashes(saved) == []  # the SavedModel dir was left untouched
-    a = evaluate.eval_split(evaluate.open_model(run_dir), "digits", "test", config, 64)
-    b = evaluate.eval_split(evaluate.open_model(saved), "digits", "test", config, 64)
+    a = eval_lib.eval_split(eval_lib.open_model(run_dir), "digits", "test", config, 64)
+    b = eval_lib.eval_split(eval_lib.open_model(saved), "digits", "test", config, 64)
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)
 
 
 def test_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither"):
-        evaluate.open_model(str(tmp_path / "missing"))
+        eval_lib.open_model(str(tmp_path / "missing"))
     run_dir = helpers.write_run_dir(tmp_path / "run", helpers.tiny_encoder(), None)
     with pytest.raises(ValueError, match="no dataset"):
-        evaluate.evaluate(run_dir, evaluate.EvalConfig(progress=False))
+        eval_lib.evaluate(run_dir, eval_lib.EvalConfig(progress=False))
 
 
 # ---------------------------------------------------------------- trained beats random weights
 def train_wmse(steps, size=16, width=4, batch=64, seed=0):
     """A short W-MSE run on digits (real pipeline and augmentation at 16 px); returns the encoder."""
-    from wmse_tf import augment, encoders, model, objectives, pipeline
+    from wmse_tf.core import encoders, model, objectives
+    from wmse_tf.data import augment, pipeline
 
     aug = dataclasses.replace(augment.recipe("digits"), image_size=size, crop_scale_min=0.5, flip_p=0.0)
     ds = pipeline.ssl_dataset("digits", "train", batch, 2, aug, seed=seed, repeat=True)
@@ -149,9 +151,9 @@ def train_wmse(steps, size=16, width=4, batch=64, seed=0):
 def trained_vs_random(tmp_path, steps, epochs):
     trained = train_wmse(steps)
     run_dir = helpers.write_run_dir(tmp_path / "run", trained, "digits")
-    config = evaluate.EvalConfig(probe=ProbeConfig(epochs=epochs), progress=False)
-    ours = evaluate.evaluate(run_dir, config)
-    base = evaluate.evaluate(run_dir, dataclasses.replace(config, random_init=True))
+    config = eval_lib.EvalConfig(probe=ProbeConfig(epochs=epochs), progress=False)
+    ours = eval_lib.evaluate(run_dir, config)
+    base = eval_lib.evaluate(run_dir, dataclasses.replace(config, random_init=True))
     return ours, base
 
 

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf.export and wmse_tf.serving: SavedModel round trip, signatures, fine-tuning."""
+"""Tests of wmse_tf.export.saved_model and wmse_tf.export.serving: SavedModel round trip, signatures, fine-tuning."""
 
 import os
 import shutil
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from wmse_tf import export, serving
+from wmse_tf.export import saved_model as export, serving
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf.keras_encoder: fine-tuning an exported encoder with Keras 3 fit()."""
+"""Tests of wmse_tf.export.keras_encoder: fine-tuning an exported encoder with Keras 3 fit()."""
 
 import os
 
@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from wmse_tf import export, keras_encoder
+from wmse_tf.export import keras_encoder, saved_model as export
 
 ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "zoo", "exports", "wmse2_fashion_mnist", "2")

@@ -1,11 +1,11 @@
-"""Tests of wmse_tf/knn.py against a brute-force float64 numpy k-NN: Euclidean and cosine
+"""Tests of wmse_tf/evaluation/knn.py against a brute-force float64 numpy k-NN: Euclidean and cosine
 neighbours, majority and weighted votes, ties (votes: the smallest label; equal distances:
 the earlier bank row), batching of the queries, and the argument checks."""
 
 import numpy as np
 import pytest
 
-from wmse_tf import knn
+from wmse_tf.evaluation import knn
 
 
 def numpy_knn(bank, labels, queries, k, metric="euclidean", weighted=False, temperature=0.07, classes=None):

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf/loop.py: TrainLoop counts steps over epochs and executions, consumes the
+"""Tests of wmse_tf/training/loop.py: TrainLoop counts steps over epochs and executions, consumes the
 dataset without gaps, resumes mid-epoch, stops mid-epoch or at an epoch end, calls Keras
 callbacks in fit()'s order and hands back the logs the callbacks completed.
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf.loop import LoopState, TrainLoop
+from wmse_tf.training.loop import LoopState, TrainLoop
 
 
 class Counter(keras.Model):

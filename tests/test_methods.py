@@ -15,7 +15,10 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from wmse_tf import byol, config, contrastive, methods, model as model_lib, objectives
+from wmse_tf import methods
+from wmse_tf.core import model as model_lib, objectives
+from wmse_tf.methods import byol, contrastive, wmse as methods_wmse
+from wmse_tf.training import config
 
 DIM, NUM_CLASSES = 32, 10
 
@@ -119,21 +122,22 @@ def test_method_kwargs_picks_from_a_config():
 
     assert methods.method_kwargs("byol", Config()) == {"byol_tau": 0.99, "total_steps": 100}
     assert methods.method_kwargs("wmse", {"w_size": 64, "tau": 0.1}) == {"w_size": 64}
-    assert set(objectives.OBJECTIVES) >= {"wmse", "contrastive", "normmse"}
+    assert set(objectives.OBJECTIVES) == {"wmse", "normmse"}
     assert methods.params("contrastive", {"tau": 0.2, "w_size": 64}) == methods.ContrastiveParams(tau=0.2)
 
 
 def test_registry_entries_name_config_fields_and_builders():
-    """Each method: builder importable, params = TrainConfig fields, the old names still reachable."""
+    """Each method: builder and objective importable, params = TrainConfig fields."""
     fields = {f.name for f in dataclasses.fields(config.TrainConfig)}
     for name, spec in methods.REGISTRY.items():
-        assert callable(spec.load_builder()), name
+        assert callable(spec.load_builder()) and spec.objective, name
         assert set(spec.param_names) <= fields, (name, spec.param_names)
         assert dataclasses.is_dataclass(spec.params) and spec.params.__dataclass_params__.frozen
     assert [n for n, spec in methods.REGISTRY.items() if spec.whitens] == ["wmse"]
     assert methods.REGISTRY["wmse"].param_names == ("w_size", "w_iter", "w_eps")
     assert methods.REGISTRY["normmse"].param_names == ()
-    assert methods.NormMSE is objectives.NormMSE and methods.contrastive_projector is contrastive.projector
+    assert isinstance(methods.objective("normmse"), objectives.NormMSE)
+    assert isinstance(methods.objective("contrastive", tau=0.2), contrastive.NTXent)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,22 +146,25 @@ class TinyParams:
     tau: float = 0.5
 
 
+TINY_LOSS = "wmse_tf.core.objectives:WMSE"
+
+
 def build_tiny(encoder, emb, hidden, params, whiten_across_replicas=False, seed=None):
     """A test method: W-MSE with a given w_size, named "tiny" (params.tau unused)."""
-    return model_lib.build_wmse(encoder, emb, hidden, methods.WMSEParams(w_size=params.w_size),
-                                whiten_across_replicas, seed)
+    return methods_wmse.build(encoder, emb, hidden, methods.WMSEParams(w_size=params.w_size),
+                              whiten_across_replicas, seed)
 
 
 def test_adding_a_method_is_one_registry_line(monkeypatch):
     """A new entry is buildable, known to the config, and its `whitens` drives validation."""
-    monkeypatch.setitem(methods.REGISTRY, "tiny", methods.Method("tests.test_methods:build_tiny", TinyParams,
-                                                                 whitens=True))
+    tiny = methods.Method("tests.test_methods:build_tiny", TINY_LOSS, TinyParams, whitens=True)
+    monkeypatch.setitem(methods.REGISTRY, "tiny", tiny)
     cfg = config.TrainConfig(dataset="digits", method="tiny", emb=8, w_size=32, batch_size=64, tau=0.1).validate()
     model = methods.build("tiny", mlp_encoder(), emb=8, hidden=16, **methods.method_kwargs("tiny", cfg))
     assert isinstance(model.objective, objectives.WMSE) and model.objective.w_size == 32
     with pytest.raises(config.ConfigError, match="--w_size=8"):  # a whitening method: w_size must exceed emb
         dataclasses.replace(cfg, w_size=8).validate()
-    monkeypatch.setitem(methods.REGISTRY, "tiny", methods.Method("tests.test_methods:build_tiny", TinyParams))
+    monkeypatch.setitem(methods.REGISTRY, "tiny", dataclasses.replace(tiny, whitens=False))
     dataclasses.replace(cfg, w_size=8).validate()  # not whitening: no w_size check
 
 

@@ -1,11 +1,11 @@
-"""Tests of wmse_tf.model.SSLModel: fit, jit vs eager, NaN guard, MirroredStrategy."""
+"""Tests of wmse_tf.core.model.SSLModel: fit, jit vs eager, NaN guard, MirroredStrategy."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import encoders, model, objectives
+from wmse_tf.core import encoders, model, objectives
 
 
 def tiny_model(seed=0, emb=8, w_size=32, objective=None):

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf.objectives: W-MSE against its definition."""
+"""Tests of wmse_tf.core.objectives: W-MSE against its definition."""
 
 import itertools
 import json
@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests.reference import numpy_normalized_mse, numpy_whiten
-from wmse_tf import objectives
+from wmse_tf.core import objectives
 
 
 def rand(shape, seed=0, dtype=np.float32):
@@ -133,16 +133,17 @@ def test_registry():
         objectives.get("nope")
 
 
-# A fresh interpreter that imports only wmse_tf.objectives, then builds every objective by name.
+# A fresh interpreter that imports only the registry wmse_tf.methods, then builds every method's
+# objective by name.
 GET_ALL = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from wmse_tf import objectives
+    from wmse_tf import methods
     before = sorted(m for m in sys.modules if m.startswith("wmse_tf."))
     views = np.random.default_rng(0).normal(size=(2, 64, 8)).astype("float32")
     out = {"before": before}
-    for name in objectives.OBJECTIVES:
-        obj = objectives.get(name, **({"w_size": 32} if name == "wmse" else {}))
+    for name in methods.METHODS:
+        obj = methods.objective(name, **({"w_size": 32} if name == "wmse" else {}))
         kwargs = {"target": views[::-1]} if name == "byol" else {}
         loss, stats = obj(views, **kwargs)
         out[name] = [type(obj).__module__ + "." + type(obj).__name__, float(loss), sorted(stats)]
@@ -151,14 +152,16 @@ GET_ALL = textwrap.dedent("""
 
 
 def test_get_builds_every_objective_without_other_imports():
-    """objectives.get works in a fresh process: no objective registers itself on import."""
+    """methods.objective works in a fresh process: no objective registers itself on import, and
+    the registry imports no method module (nor TensorFlow) until one is built."""
     proc = subprocess.run([sys.executable, "-c", GET_ALL], capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not [m for m in out["before"] if m in ("wmse_tf.contrastive", "wmse_tf.byol", "wmse_tf.methods")]
-    assert out["wmse"][0] == "wmse_tf.objectives.WMSE" and out["normmse"][0] == "wmse_tf.objectives.NormMSE"
-    assert out["contrastive"][0] == "wmse_tf.contrastive.NTXent" and out["byol"][0] == "wmse_tf.byol.BYOLLoss"
+    assert out["before"] == ["wmse_tf.methods"], out["before"]
+    assert {name: out[name][0] for name in ("wmse", "normmse", "contrastive", "byol")} == {
+        "wmse": "wmse_tf.core.objectives.WMSE", "normmse": "wmse_tf.core.objectives.NormMSE",
+        "contrastive": "wmse_tf.methods.contrastive.NTXent", "byol": "wmse_tf.methods.byol.BYOLLoss"}
     for name in ("wmse", "normmse", "contrastive", "byol"):
         assert np.isfinite(out[name][1]) and out[name][2], out[name]
     assert out["normmse"][2] == ["emb_std"] and "pos_cos" in out["contrastive"][2]

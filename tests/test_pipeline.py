@@ -1,4 +1,4 @@
-"""Tests for wmse_tf/pipeline.py: the (views_tuple, labels) contract with the model."""
+"""Tests for wmse_tf/data/pipeline.py: the (views_tuple, labels) contract with the model."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import augment, data, pipeline
+from wmse_tf.data import augment, datasets as data, pipeline
 
 NAME = "synthetic:size=16,classes=4,train=100,test=30"
 CFG = augment.recipe(NAME)

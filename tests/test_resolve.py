@@ -1,11 +1,11 @@
-"""Tests of wmse_tf/resolve.py: `auto` values from the hardware, in one function (no TF needed)."""
+"""Tests of wmse_tf/training/resolve.py: `auto` values from the hardware, in one function (no TF needed)."""
 
 import dataclasses
 
 import pytest
 
-from wmse_tf import config, resolve
-from wmse_tf.resolve import Hardware
+from wmse_tf.training import config, resolve
+from wmse_tf.training.resolve import Hardware
 
 CPU, CPU_BF16 = Hardware("cpu"), Hardware("cpu", cpu_bf16=True)
 GPU, GPUS4, TPU = Hardware("gpu", 1), Hardware("gpu", 4), Hardware("tpu")
@@ -112,7 +112,7 @@ def test_onednn_isa_limit_turns_native_bf16_off(tmp_path, monkeypatch, isa, nati
 
 def test_trainer_run_resolves_a_config_built_in_code(monkeypatch):
     """trainer.run(cfg) with "auto" values resolves them first (before the strategy exists)."""
-    from wmse_tf import distribute, trainer
+    from wmse_tf.training import distribute, trainer
 
     detected = []
     monkeypatch.setattr(resolve, "detect", lambda strategy="default": detected.append(strategy) or CPU)

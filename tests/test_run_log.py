@@ -1,4 +1,4 @@
-"""Tests of wmse_tf/run_log.py: the rows of log.csv and log.jsonl (columns, values, resume
+"""Tests of wmse_tf/training/run_log.py: the rows of log.csv and log.jsonl (columns, values, resume
 truncation) and the TensorBoard scalars (tags, steps, values), read back from disk."""
 
 import csv
@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from wmse_tf import run_log
-from wmse_tf.loop import LoopState
+from wmse_tf.training import run_log
+from wmse_tf.training.loop import LoopState
 
 
 def epochs(log, state, rows, spe=4):

@@ -1,4 +1,4 @@
-"""Tests of wmse_tf/schedules.py: warmup + step/cosine decay against closed forms and against
+"""Tests of wmse_tf/training/schedules.py: warmup + step/cosine decay against closed forms and against
 the reference's torch loop (MultiStepLR stepped once per epoch, warmup written into the lr
 for the first iterations), spelled out by hand; the optimizer and its decoupled decay."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import config, schedules
+from wmse_tf.training import config, schedules
 
 
 def lrs(schedule, steps):

@@ -1,4 +1,4 @@
-"""Canaries of wmse_tf/tf_compat.py: each wrapped TF symbol against NumPy in float64.
+"""Canaries of wmse_tf/core/tf_compat.py: each wrapped TF symbol against NumPy in float64.
 
 A failure here means TensorFlow changed a symbol wmse_tf relies on outside TF2's public API."""
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import tf_compat
+from wmse_tf.core import tf_compat
 
 
 def numpy_batch_norm(x, gamma, beta, eps):

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wmse_tf import encoders, model, objectives, pipeline, train, trainer
+from wmse_tf import train
+from wmse_tf.core import encoders, model, objectives
+from wmse_tf.data import pipeline
+from wmse_tf.training import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
@@ -157,7 +160,7 @@ def test_mixed_float16_overflow_lowers_the_loss_scale():
 
 
 def test_knn_monitor_metric_is_switchable_and_named_in_the_logs(tmp_path):
-    from wmse_tf import callbacks
+    from wmse_tf.training import callbacks
 
     # Query [9, 0.2]: Euclidean nearest is [10, 0.5] (class 1), cosine nearest is [1, 0] (class 0).
     bank = tf.data.Dataset.from_tensor_slices((np.array([[1.0, 0.0], [10.0, 0.5]], np.float32),

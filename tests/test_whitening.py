@@ -1,11 +1,11 @@
-"""Tests of wmse_tf.whitening against the float64 numpy formula."""
+"""Tests of wmse_tf.core.whitening against the float64 numpy formula."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.reference import covariance, numpy_whiten
-from wmse_tf import whitening
+from wmse_tf.core import whitening
 
 
 def correlated(shape, seed=0):

@@ -14,9 +14,10 @@ import tensorflow as tf
 
 import zoo
 from tests import helpers
-from wmse_tf import augment, export
-from wmse_tf.evaluate import EvalConfig
-from wmse_tf.linear_probe import ProbeConfig
+from wmse_tf.data import augment
+from wmse_tf.evaluation.evaluator import EvalConfig
+from wmse_tf.evaluation.linear_probe import ProbeConfig
+from wmse_tf.export import saved_model as export
 from zoo import build, evaluate as zoo_evaluate, extract_features
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,7 +180,8 @@ def test_committed_fashion_mnist_encoder_is_intact_and_works():
     """The SavedModel committed for the published entry: hashes as registered, and its features
     classify Fashion-MNIST far above the same architecture with random weights (69% 5-NN on the
     full test set) on a 5000 / 1000 image subset."""
-    from wmse_tf import data, knn
+    from wmse_tf.data import datasets as data
+    from wmse_tf.evaluation import knn
 
     entry = zoo.find(zoo.load(), "wmse2_fashion_mnist")
     path = os.path.join(ROOT, entry["export"])

@@ -4,12 +4,12 @@
   python -m wmse_tf.demo --flagfile=configs/smoke.flags --probe_epochs=20   # any train flags
 
 Steps, all in one process:
-  1. `wmse_tf.trainer.run` with the train flags (default flagfile
+  1. `wmse_tf.training.trainer.run` with the train flags (default flagfile
      configs/fashion_mnist.flags; any `wmse_tf.train` flag overrides it);
   2. frozen-feature evaluation on the full train/test splits of three feature sets:
      the trained encoder, the same architecture with random weights, raw pixels;
-     linear probe (`wmse_tf.linear_probe`, `--probe_epochs`) and 5-NN (cosine and
-     Euclidean, `wmse_tf.knn`), printed as one table with the protocol;
+     linear probe (`wmse_tf.evaluation.linear_probe`, `--probe_epochs`) and 5-NN (cosine and
+     Euclidean, `wmse_tf.evaluation.knn`), printed as one table with the protocol;
   3. PNGs: training curves and a 2-D map (t-SNE or PCA) of test features by class;
   4. SavedModel export in the zoo layout (`<export_dir>/<name>/<version>/` with
      model_card.json holding the flags and these metrics);
@@ -26,8 +26,7 @@ import time
 
 from absl import flags, logging
 
-from wmse_tf import cli
-from wmse_tf import train as train_cli  # defines the training flags
+from wmse_tf import cli, train as train_cli  # defines the training flags
 
 FLAGS = flags.FLAGS
 DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -49,7 +48,7 @@ KNN_SPECS = ("cosine:5", "euclidean:5")
 
 def check_data(cfg):
     """None, or the message saying how to get the dataset."""
-    from wmse_tf import data
+    from wmse_tf.data import datasets as data
 
     try:
         data.prepare(cfg.dataset, cfg.data_dir, cfg.download)  # downloads a missing TFDS dataset
@@ -62,7 +61,7 @@ def pixel_features(dataset, split, data_dir, limit):
     """Raw pixels in [0, 1], flattened (the first channel only: gray images are tiled to RGB)."""
     import numpy as np
 
-    from wmse_tf import data
+    from wmse_tf.data import datasets as data
 
     ds = data.load(dataset, split, data_dir)
     if limit:
@@ -79,41 +78,42 @@ def pixel_features(dataset, split, data_dir, limit):
 
 def evaluate_all(cfg, probe_epochs, limit_train, limit_test, pixels=True):
     """{row name: results} for the encoder, random weights and raw pixels; and the test features."""
-    from wmse_tf import data, evaluate
-    from wmse_tf.linear_probe import ProbeConfig
+    from wmse_tf.data import datasets as data
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.evaluation.linear_probe import ProbeConfig
 
     meta = data.info(cfg.dataset)
-    econf = evaluate.EvalConfig(data_dir=cfg.data_dir, probe=ProbeConfig(epochs=probe_epochs, progress=True),
+    econf = eval_lib.EvalConfig(data_dir=cfg.data_dir, probe=ProbeConfig(epochs=probe_epochs, progress=True),
                                 knn=KNN_SPECS, limit_train=limit_train or None,
                                 limit_test=limit_test or None, progress=True)
     rows, test_feats = {}, {}
     names = [("W-MSE encoder", False), ("same encoder, random weights", True)]
     for name, random_init in names:
         print(f"\n[eval] {name}: features of {meta.train_split} and {meta.test_split}", flush=True)
-        model = evaluate.open_model(cfg.model_dir, random_init=random_init, seed=cfg.seed)
-        train = evaluate.eval_split(model, cfg.dataset, meta.train_split, econf, econf.limit_train)
-        test = evaluate.eval_split(model, cfg.dataset, meta.test_split, econf, econf.limit_test)
+        model = eval_lib.open_model(cfg.model_dir, random_init=random_init, seed=cfg.seed)
+        train = eval_lib.eval_split(model, cfg.dataset, meta.train_split, econf, econf.limit_train)
+        test = eval_lib.eval_split(model, cfg.dataset, meta.test_split, econf, econf.limit_test)
         print(f"[eval] {name}: linear probe ({probe_epochs} epochs) and 5-NN", flush=True)
-        rows[name] = evaluate.evaluate_features(*train, *test, econf, meta.num_classes)
+        rows[name] = eval_lib.evaluate_features(*train, *test, econf, meta.num_classes)
         rows[name].update(num_train=len(train[1]), num_test=len(test[1]), num_features=int(train[0].shape[1]))
         test_feats[name] = test
     if pixels:
         print("\n[eval] raw pixels: linear probe and 5-NN", flush=True)
         train = pixel_features(cfg.dataset, meta.train_split, cfg.data_dir, limit_train)
         test = pixel_features(cfg.dataset, meta.test_split, cfg.data_dir, limit_test)
-        rows["raw pixels"] = evaluate.evaluate_features(*train, *test, econf, meta.num_classes)
+        rows["raw pixels"] = eval_lib.evaluate_features(*train, *test, econf, meta.num_classes)
         rows["raw pixels"].update(num_train=len(train[1]), num_test=len(test[1]),
                                   num_features=int(train[0].shape[1]))
     return rows, test_feats, econf
 
 
 def protocol_text(cfg, econf, rows):
-    from wmse_tf import evaluate
+    from wmse_tf.evaluation import evaluator as eval_lib
 
     first = next(iter(rows.values()))
     return (f"{cfg.dataset}: fit on {first['num_train']} train images, scored on {first['num_test']} test "
             f"images; frozen features of the un-augmented {cfg.image_size}x{cfg.image_size} images "
-            f"(raw pixels: the stored images, flattened, in [0, 1]). Linear: {evaluate.protocol(econf.probe)}. "
+            f"(raw pixels: the stored images, flattened, in [0, 1]). Linear: {eval_lib.protocol(econf.probe)}. "
             "5-NN: k=5, majority vote, cosine (L2-normalized features) and Euclidean (raw features).")
 
 
@@ -141,14 +141,15 @@ def training_text(cfg, results):
         plan = results.get("plan") or {}
         text += (f", planned by --time_budget={results['time_budget_seconds']:g}s from a measured "
                  f"{plan.get('step_seconds', float('nan')):.3f} s/step")
-    from wmse_tf import resolve
+    from wmse_tf.training import resolve
 
     return text + f", {cfg.mixed_precision}, on {resolve.cpu_description()}"
 
 
 def export_model(cfg, export_dir, metrics):
     """SavedModel + model card of the run's encoder.keras; returns the version dir."""
-    from wmse_tf import encoders, export
+    from wmse_tf.core import encoders
+    from wmse_tf.export import saved_model as export
 
     encoder = encoders.load(os.path.join(cfg.model_dir, "encoder.keras"))
     spec = export.input_spec_from_flags(cfg.to_dict())
@@ -162,7 +163,9 @@ def export_model(cfg, export_dir, metrics):
 def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", map_points=2000,
         pixels=True, export_dir="zoo/exports"):
     """The whole demo for a TrainConfig; returns (exit code, results dict or None)."""
-    from wmse_tf import export, plots, trainer
+    from wmse_tf.evaluation import plots
+    from wmse_tf.export import saved_model as export
+    from wmse_tf.training import trainer
 
     t0 = time.time()
     problem = check_data(cfg)

@@ -4,7 +4,7 @@
   python -m wmse_tf.train --flagfile=configs/smoke.flags --print_config
 
 The only module that reads absl FLAGS: they become one validated, frozen
-`wmse_tf.config.TrainConfig` handed to `wmse_tf.trainer.run`. A run resumes from
+`wmse_tf.training.config.TrainConfig` handed to `wmse_tf.training.trainer.run`. A run resumes from
 model_dir's newest checkpoint automatically; a missing TFDS dataset is downloaded first
 (unless --nodownload). Exit codes: 0 done, 2 a user error, printed as one `error:` line
 (bad flags or flagfile, dataset missing, model_dir locked by another run), 3 NaN/Inf loss,
@@ -16,7 +16,9 @@ import dataclasses
 
 from absl import flags, logging
 
-from wmse_tf import augment_config, cli, config as config_lib, resolve
+from wmse_tf import cli
+from wmse_tf.data import augment_config
+from wmse_tf.training import config as config_lib, resolve
 
 FLAGS = flags.FLAGS
 _AUG_FIELDS = [f for f in dataclasses.fields(augment_config.AugmentConfig) if f.name not in ("mean", "std")]
@@ -29,7 +31,7 @@ flags.DEFINE_bool("download", True, "Download and prepare a missing TFDS dataset
 flags.DEFINE_string("train_split", "ssl", "Split trained on ('ssl': the paper's, e.g. STL-10 train+unlabelled).")
 flags.DEFINE_integer("shuffle_buffer", 16384, "Images in the shuffle buffer.")
 flags.DEFINE_string("cache", "memory", "Decoded-image cache: memory, none, or a file prefix.")
-# Augmentation: unset = the dataset's recipe (wmse_tf.augment_config.recipe).
+# Augmentation: unset = the dataset's recipe (wmse_tf.data.augment_config.recipe).
 for _f in _AUG_FIELDS:
     if _f.name in ("image_size", "eval_resize"):
         flags.DEFINE_integer(_f.name, None, f"Augmentation {_f.name} (default: dataset recipe).")
@@ -58,7 +60,7 @@ flags.DEFINE_integer("epochs", 1000, "Epochs (passes over the training split); w
                      "shape of the lr schedule (warmup, drops at the same fractions), not the length.")
 flags.DEFINE_string("time_budget", "0", "Wall-clock budget of the training loop, e.g. 8m, 90s, 1.5h (0 = off): "
                     "times the first steps, plans the steps that fit and lays the lr schedule over them; "
-                    "a resumed run keeps its plan (<model_dir>/plan.json). See wmse_tf/budget.py.")
+                    "a resumed run keeps its plan (<model_dir>/plan.json). See wmse_tf/training/budget.py.")
 flags.DEFINE_integer("steps_per_epoch", 0, "Cap on steps per epoch (0 = the full split), for smoke runs.")
 flags.DEFINE_float("lr", 3e-3, "Peak learning rate.")
 flags.DEFINE_integer("warmup", 500, "Linear warmup steps (iterations, not epochs).")
@@ -108,7 +110,7 @@ flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and 
 
 
 def config_from_flags(values=FLAGS, hardware=None):
-    """The validated TrainConfig of parsed flags, auto values resolved (`wmse_tf.resolve`)."""
+    """The validated TrainConfig of parsed flags, auto values resolved (`wmse_tf.training.resolve`)."""
     recipe = config_lib.default_augment(values.dataset)
     overrides = {f.name: values[f.name].value for f in _AUG_FIELDS if values[f.name].value is not None}
     try:
@@ -150,7 +152,9 @@ def main(argv):
     cfg, code = config_or_exit(argv)
     if cfg is None:
         return code
-    from wmse_tf import data, errors, trainer  # imported late: flags and --print_config need no TensorFlow
+    from wmse_tf import errors
+    from wmse_tf.data import datasets as data  # imported late: flags and --print_config need no TensorFlow
+    from wmse_tf.training import trainer
 
     try:
         data.prepare(cfg.dataset, cfg.data_dir, cfg.download)  # downloads a missing TFDS dataset once

@@ -8,7 +8,7 @@
 For each entry: `python -m wmse_tf.train --flagfile=<config> --model_dir=<runs_dir>/<name>`
 (a subprocess; resumes if interrupted), then the linear probe and k-NN of
 `wmse_tf.evaluate` on the training run (protocol flags below, recorded with the
-numbers), then `wmse_tf.export.export_encoder` to `<export_dir>/<name>/<version>/`
+numbers), then `wmse_tf.export.saved_model.export_encoder` to `<export_dir>/<name>/<version>/`
 (metrics in its model card), a check that the SavedModel's features match the
 Keras encoder's, and finally the entry of zoo/models.json is set to "published"
 with metrics, sha256 of the files, size and build facts.
@@ -83,10 +83,10 @@ def check_export(run_dir, version_dir, dataset, data_dir=None):
     """Features of 64 test images from the SavedModel match the training run's encoder's."""
     import numpy as np
 
-    from wmse_tf import evaluate
+    from wmse_tf.evaluation import evaluator as eval_lib
 
-    config = evaluate.EvalConfig(data_dir=data_dir, progress=False, batch_size=64)
-    ours, theirs = (evaluate.eval_split(evaluate.open_model(p), dataset, "test", config, 64)[0]
+    config = eval_lib.EvalConfig(data_dir=data_dir, progress=False, batch_size=64)
+    ours, theirs = (eval_lib.eval_split(eval_lib.open_model(p), dataset, "test", config, 64)[0]
                     for p in (run_dir, version_dir))
     if not np.allclose(ours, theirs, rtol=1e-4, atol=1e-4):
         raise RuntimeError(f"{version_dir}: SavedModel features differ from the Keras encoder's "
@@ -96,7 +96,9 @@ def check_export(run_dir, version_dir, dataset, data_dir=None):
 def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=False, extra=(),
           eval_config=None):
     """Builds one entry; returns the registry entry as updated."""
-    from wmse_tf import encoders, evaluate, export
+    from wmse_tf.core import encoders
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.export import saved_model as export
 
     name = entry["name"]
     run_dir = os.path.join(runs_dir, name)
@@ -107,9 +109,9 @@ def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=
         run_flags = json.load(f)
     if run_flags.get("dataset") != entry["dataset"]:
         raise ValueError(f"{run_dir} was trained on {run_flags.get('dataset')!r}, the entry says {entry['dataset']!r}")
-    eval_config = eval_config or evaluate.EvalConfig(data_dir=data_dir)
-    results = evaluate.evaluate(run_dir, eval_config)
-    print(evaluate.format_table(results), flush=True)
+    eval_config = eval_config or eval_lib.EvalConfig(data_dir=data_dir)
+    results = eval_lib.evaluate(run_dir, eval_config)
+    print(eval_lib.format_table(results), flush=True)
     metrics = {"linear": {k: results["linear"][k] for k in ("top1", "top5")},
                "knn": {k: {"top1": v["top1"]} for k, v in results["knn"].items()},
                "dataset": results["dataset"], "train_split": results["train_split"],
@@ -143,8 +145,10 @@ def main(argv):
 
     from absl import logging
 
-    from wmse_tf import cli, data, evaluate
-    from wmse_tf.linear_probe import ProbeConfig
+    from wmse_tf import cli
+    from wmse_tf.data import datasets as data
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.evaluation.linear_probe import ProbeConfig
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -160,7 +164,7 @@ def main(argv):
             print(" ".join(train_command(entry, os.path.join(FLAGS.runs_dir, entry["name"]), FLAGS.data_dir,
                                          FLAGS.train_arg)))
         return 0
-    eval_config = evaluate.EvalConfig(data_dir=FLAGS.data_dir, probe=ProbeConfig(epochs=FLAGS.eval_epochs),
+    eval_config = eval_lib.EvalConfig(data_dir=FLAGS.data_dir, probe=ProbeConfig(epochs=FLAGS.eval_epochs),
                                       knn=tuple(FLAGS.knn), limit_train=FLAGS.limit_train,
                                       limit_test=FLAGS.limit_test)
     codes = []

@@ -33,8 +33,8 @@ def define_flags():
 
 def eval_config_for(metrics, data_dir=None, progress=True):
     """The EvalConfig reproducing a registered protocol."""
-    from wmse_tf import evaluate
-    from wmse_tf.linear_probe import ProbeConfig
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.evaluation.linear_probe import ProbeConfig
 
     proto = metrics["protocol"]
     lin = proto["linear"]
@@ -42,7 +42,7 @@ def eval_config_for(metrics, data_dir=None, progress=True):
                         lr_end=lin["lr_end"], weight_decay=lin["weight_decay"],
                         standardize=lin.get("standardize", False))
     num_train, num_test = metrics.get("num_train"), metrics.get("num_test")
-    return evaluate.EvalConfig(dataset=metrics["dataset"], data_dir=data_dir, train_split=metrics["train_split"],
+    return eval_lib.EvalConfig(dataset=metrics["dataset"], data_dir=data_dir, train_split=metrics["train_split"],
                                test_split=metrics["test_split"], probe=probe, knn=tuple(proto["knn"]),
                                limit_train=num_train, limit_test=num_test, progress=progress)
 
@@ -63,7 +63,8 @@ def compare(registered, measured, tolerance):
 def check(model_path, name=None, registry_path=zoo.REGISTRY, tolerance=0.01, data_dir=None,
           check_hashes=True, progress=True):
     """Returns (ok, rows, problems); see the module docstring."""
-    from wmse_tf import evaluate, export
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.export import saved_model as export
 
     version_dir = export.latest_version_dir(model_path)
     name = name or export.read_card(version_dir).get("name")
@@ -77,21 +78,24 @@ def check(model_path, name=None, registry_path=zoo.REGISTRY, tolerance=0.01, dat
         actual = export.file_hashes(version_dir, skip=())
         bad = sorted(k for k in set(actual) | set(entry["files"]) if actual.get(k) != entry["files"].get(k))
         problems += [f"sha256 differs from the registry: {p}" for p in bad]
-    results = evaluate.evaluate(version_dir, eval_config_for(entry["metrics"], data_dir, progress))
+    results = eval_lib.evaluate(version_dir, eval_config_for(entry["metrics"], data_dir, progress))
     rows = compare(entry["metrics"], results, tolerance)
     problems += [f"{m}: {got:.4f} < registered {reg:.4f} - {tolerance}" for m, reg, got, ok in rows if not ok]
     return not problems, rows, problems
 
 
 def main(argv):
-    from wmse_tf import cli, data, errors, evaluate, export
+    from wmse_tf import cli, errors
+    from wmse_tf.data import datasets as data
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.export import saved_model as export
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     with cli.about("model", FLAGS.model):  # not a SavedModel, or a corrupt one: one line, before any work
         version_dir = export.latest_version_dir(FLAGS.model)
-        evaluate.open_model(version_dir)  # loads in seconds; the probe below takes minutes
+        eval_lib.open_model(version_dir)  # loads in seconds; the probe below takes minutes
         name = FLAGS.name or export.read_card(version_dir).get("name")
     if not name:
         raise errors.UserError(f"--model={FLAGS.model}: its model card has no name; pass --name=<zoo entry>")

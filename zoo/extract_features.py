@@ -93,18 +93,21 @@ def folder_features(loaded, folder, batch_size=64, limit=None, progress=True):
 
 
 def split_features(model_path, dataset, split, data_dir=None, batch_size=64, limit=None, progress=True):
-    """Features of a registry split through the SavedModel (path or opened `evaluate.Model`);
+    """Features of a registry split through the SavedModel (path or opened `eval_lib.Model`);
     returns (features, labels, names)."""
-    from wmse_tf import evaluate
+    from wmse_tf.evaluation import evaluator as eval_lib
 
-    config = evaluate.EvalConfig(data_dir=data_dir, batch_size=batch_size, progress=progress)
-    model = model_path if isinstance(model_path, evaluate.Model) else evaluate.open_model(model_path)
-    x, y = evaluate.eval_split(model, dataset, split, config, limit)
+    config = eval_lib.EvalConfig(data_dir=data_dir, batch_size=batch_size, progress=progress)
+    model = model_path if isinstance(model_path, eval_lib.Model) else eval_lib.open_model(model_path)
+    x, y = eval_lib.eval_split(model, dataset, split, config, limit)
     return x, y, np.array([f"{dataset}/{split}/{i}" for i in range(len(y))])
 
 
 def main(argv):
-    from wmse_tf import cli, data, errors, evaluate, export, features
+    from wmse_tf import cli, errors
+    from wmse_tf.data import datasets as data
+    from wmse_tf.evaluation import evaluator as eval_lib, features
+    from wmse_tf.export import saved_model as export
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -113,7 +116,7 @@ def main(argv):
         raise app.UsageError("give exactly one of --folder or --dataset")
     with cli.about("model", FLAGS.model):  # a missing path, not a SavedModel, a corrupt one
         version_dir = export.latest_version_dir(FLAGS.model)
-        model = features.load_saved_model(version_dir) if FLAGS.folder else evaluate.open_model(version_dir)
+        model = features.load_saved_model(version_dir) if FLAGS.folder else eval_lib.open_model(version_dir)
     classes, skipped = [], []
     if FLAGS.folder:
         if not os.path.isdir(FLAGS.folder) or not os.access(FLAGS.folder, os.R_OK | os.X_OK):

@@ -51,7 +51,7 @@ class _Retry(urllib3.util.Retry):
 
 
 def _batches(images, image_bytes, batch_size):
-    from wmse_tf import serving
+    from wmse_tf.export import serving
 
     if (images is None) == (image_bytes is None):
         raise ValueError("give exactly one of images (array) or image_bytes (list of encoded images)")
@@ -248,7 +248,7 @@ def main(argv):
     for path, row in zip(f.images, feats):
         print(f"{path}: {row.shape[0]} features, |f| = {np.linalg.norm(row):.4f}")
     if f.output:
-        from wmse_tf import features
+        from wmse_tf.evaluation import features
 
         with cli.about("output", f.output, OSError):
             features.save_npz(f.output, features=feats, filenames=np.array(f.images))

@@ -56,7 +56,7 @@ def install(fault):
 
         tf.train.CheckpointManager.save = save
     elif kind == "export":
-        from wmse_tf import export
+        from wmse_tf.export import saved_model as export
 
         def write_json(path, obj):
             with open(path, "w") as f:
@@ -65,7 +65,7 @@ def install(fault):
 
         export.write_json = write_json
     elif kind == "encoder":
-        from wmse_tf import trainer
+        from wmse_tf.training import trainer
 
         def save_encoder(encoder, model_dir):
             tmp = os.path.join(model_dir, f".encoder-{uuid.uuid4().hex[:8]}.keras")

@@ -14,7 +14,8 @@ from PIL import Image
 
 from tests.reliability.conftest import read_results
 from tests.test_train import smoke_config
-from wmse_tf import data, trainer
+from wmse_tf.data import datasets as data
+from wmse_tf.training import trainer
 
 GOOD = 130  # two steps of 64 images per epoch
 

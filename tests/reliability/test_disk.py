@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tests.reliability.conftest import assert_checkpoints_finite, checkpoint_step, read_results
 from tests.test_train import smoke_config
-from wmse_tf import config, trainer
+from wmse_tf.training import config, trainer
 
 
 def _mount(*args):

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tests.reliability.conftest import (ROOT, assert_checkpoints_finite, checkpoint_step, log_steps,
-                                        read_results, run_train, train_cmd)
-from wmse_tf import export
+from tests.reliability.conftest import (ROOT, assert_checkpoints_finite, checkpoint_step, log_steps, read_results,
+                                        run_train, train_cmd)
+from wmse_tf.export import saved_model as export
 
 EPOCHS, SPE = 6, 4  # smoke: 4 steps per epoch, a checkpoint every epoch
 TOTAL = EPOCHS * SPE

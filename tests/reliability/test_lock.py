@@ -1,5 +1,5 @@
 """Two runs on one model_dir: the second refuses (exit 2) naming the dir and the holder's
-pid; a lock left by a dead (SIGKILLed) run never blocks. wmse_tf/lock.py, trainer.run."""
+pid; a lock left by a dead (SIGKILLed) run never blocks. wmse_tf/training/lock.py, trainer.run."""
 
 import json
 import os
@@ -12,11 +12,11 @@ import pytest
 
 from tests import helpers
 from tests.reliability.conftest import ROOT, run_train
-from wmse_tf import lock
+from wmse_tf.training import lock
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from wmse_tf import lock
+    from wmse_tf.training import lock
     lock.RunLock(sys.argv[1]).acquire()
     print("held", flush=True)
     time.sleep(120)

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from tests.reliability.conftest import assert_checkpoints_finite, checkpoint_step, read_results
 from tests.test_train import smoke_config
-from wmse_tf import pipeline, trainer
+from wmse_tf.data import pipeline
+from wmse_tf.training import trainer
 
 POISON_FROM = 6  # batches 6, 7, ... (steps 7+) are poisoned
 

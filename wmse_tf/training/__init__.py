@@ -1,0 +1,12 @@
+"""Training: the config, `auto` resolution, the loop and everything a run writes.
+
+Owns: `config` (TrainConfig: frozen, validated, JSON round trip; a leaf that imports no
+TensorFlow), `resolve` (every `auto` value, from the hardware), `trainer` (one run: resolve ->
+strategy -> model -> data -> callbacks -> loop -> export), `loop` (strategy.run of the
+per-replica step), `callbacks`, `checkpoint`, `lock`, `run_log`, `schedules`, `budget`
+(--time_budget), `distribute` (strategies).
+
+May import: every package below it (`core`, `data`, `methods`, `export`, `evaluation`) and
+`wmse_tf.io` / `wmse_tf.errors`; not the entry points (`wmse_tf.train`, `.evaluate`, `.demo`).
+Importing the package (and `training.config`) loads no TensorFlow.
+"""
