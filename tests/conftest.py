@@ -28,3 +28,16 @@ def two_cpus():
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= LOGICAL_CPUS, f"expected {LOGICAL_CPUS} logical CPUs, got {devices}"
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(LOGICAL_CPUS)])
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """A tiny encoder exported once for the session: (version dir, encoder, reloaded SavedModel).
+
+    Name "tiny", dataset digits, helpers.SPEC, a card with metrics. Read-only: a test that
+    changes the weights reloads its own copy (helpers.reload)."""
+    from tests import helpers  # here, not at the top: TF must not initialize before the CPU split
+
+    path, encoder = helpers.export_tiny(tmp_path_factory.mktemp("tiny_export"), dataset="digits",
+                                        card={"dataset_note": "test", "metrics": {"knn": 0.5}})
+    return path, encoder, helpers.reload(path)

@@ -1,10 +1,12 @@
-"""Shared helpers for the tests: tiny encoders and exports, run dirs, images, flagfiles."""
+"""Shared helpers for the tests: tiny encoders and exports, run dirs, images, flagfiles, commands in-process."""
 
+import contextlib
 import json
 import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from wmse_tf.core import encoders
@@ -79,3 +81,44 @@ def parse_flagfile(path):
         return train.config_from_flags().to_dict()
     finally:
         flags.FLAGS.unparse_flags()
+
+
+@contextlib.contextmanager
+def own_flags(define):
+    """Defines one entry point's flags, hiding the project's others (they share names) meanwhile."""
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    FLAGS.unparse_flags()
+    hidden = [(module, f) for module, fl in FLAGS.flags_by_module_dict().items()
+              if module.startswith(("wmse_tf", "zoo")) for f in fl]
+    for name in {f.name for _, f in hidden}:
+        delattr(FLAGS, name)
+    before = set(FLAGS)
+    define()
+    try:
+        yield
+    finally:
+        FLAGS.unparse_flags()
+        for name in set(FLAGS) - before:
+            delattr(FLAGS, name)
+        for module, f in hidden:
+            if f.name not in FLAGS:
+                FLAGS[f.name] = f
+            FLAGS.register_flag_by_module(module, f)
+
+
+def run_command(main, argv, capsys):
+    """`cli.run(main, argv)` in-process (inside `own_flags`): (exit code, stdout, stderr); code 0 for None."""
+    from absl import flags
+
+    from wmse_tf import cli
+
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.run(main, argv=argv)
+    finally:
+        flags.FLAGS.unparse_flags()
+    out = capsys.readouterr()
+    return exited.value.code or 0, out.out, out.err

@@ -2,13 +2,11 @@
 path, exit code 2, no traceback (wmse_tf/cli.py). In-process: `cli.run(main, argv)` with the
 entry point's own flags; one subprocess for absl's --flagfile handling."""
 
-import contextlib
 import os
 import subprocess
 import sys
 
 import pytest
-from absl import flags
 
 from tests import helpers
 from wmse_tf import cli, demo, errors, evaluate, train
@@ -17,40 +15,12 @@ from zoo import build, evaluate as zoo_evaluate, extract_features, serving_clien
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
-FLAGS = flags.FLAGS
-
-
-@contextlib.contextmanager
-def own_flags(define):
-    """Defines one entry point's flags, hiding the project's others (they share names) meanwhile."""
-    FLAGS.unparse_flags()
-    hidden = [(module, f) for module, fl in FLAGS.flags_by_module_dict().items()
-              if module.startswith(("wmse_tf", "zoo")) for f in fl]
-    for name in {f.name for _, f in hidden}:
-        delattr(FLAGS, name)
-    before = set(FLAGS)
-    define()
-    try:
-        yield
-    finally:
-        FLAGS.unparse_flags()
-        for name in set(FLAGS) - before:
-            delattr(FLAGS, name)
-        for module, f in hidden:
-            if f.name not in FLAGS:
-                FLAGS[f.name] = f
-            FLAGS.register_flag_by_module(module, f)
 
 
 def run_cli(main, argv, capsys):
     """(exit code, stderr) of `cli.run(main, argv)`."""
-    capsys.readouterr()
-    try:
-        with pytest.raises(SystemExit) as exited:
-            cli.run(main, argv=argv)
-    finally:
-        FLAGS.unparse_flags()
-    return exited.value.code, capsys.readouterr().err
+    code, _, err = helpers.run_command(main, argv, capsys)
+    return code, err
 
 
 def assert_user_error(code, err, *needles):
@@ -91,8 +61,8 @@ def fake_tfds(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    return helpers.export_tiny(tmp_path_factory.mktemp("export"), name="tiny", dataset="digits")[0]
+def saved_model(tiny_export):
+    return tiny_export[0]
 
 
 def _bad_saved_model(tmp_path):
@@ -141,7 +111,7 @@ def test_demo_dataset_missing(tmp_path, capsys, fake_tfds):
 
 # ------------------------------------------------------------------------ wmse_tf.evaluate
 def test_evaluate_model_and_dataset_errors(tmp_path, capsys, saved_model, fake_tfds):
-    with own_flags(evaluate.define_flags):
+    with helpers.own_flags(evaluate.define_flags):
         missing = str(tmp_path / "missing")
         assert_user_error(*run_cli(evaluate.main, ["evaluate", f"--model={missing}"], capsys), f"--model={missing}")
         bad = _bad_saved_model(tmp_path)
@@ -158,7 +128,7 @@ def test_evaluate_model_and_dataset_errors(tmp_path, capsys, saved_model, fake_t
 
 # ------------------------------------------------------------------------------------- zoo
 def test_zoo_build_errors(tmp_path, capsys):
-    with own_flags(build.define_flags):
+    with helpers.own_flags(build.define_flags):
         missing = str(tmp_path / "models.json")
         assert_user_error(*run_cli(build.main, ["build", "--all", f"--registry={missing}"], capsys),
                           f"--registry={missing}")
@@ -169,7 +139,7 @@ def test_zoo_build_errors(tmp_path, capsys):
 
 
 def test_zoo_evaluate_errors(tmp_path, capsys, saved_model):
-    with own_flags(zoo_evaluate.define_flags):
+    with helpers.own_flags(zoo_evaluate.define_flags):
         missing = str(tmp_path / "missing")
         assert_user_error(*run_cli(zoo_evaluate.main, ["ev", f"--model={missing}"], capsys), f"--model={missing}")
         bad = _bad_saved_model(tmp_path)
@@ -179,7 +149,7 @@ def test_zoo_evaluate_errors(tmp_path, capsys, saved_model):
 
 
 def test_extract_features_errors(tmp_path, capsys, saved_model):
-    with own_flags(extract_features.define_flags):
+    with helpers.own_flags(extract_features.define_flags):
         out = f"--output={tmp_path}/f.npz"
         argv = ["ef", f"--model={saved_model}", out]
         missing = str(tmp_path / "photos")
@@ -201,7 +171,7 @@ def test_extract_features_errors(tmp_path, capsys, saved_model):
 
 
 def test_serving_client_errors(tmp_path, capsys):
-    with own_flags(serving_client.define_flags):
+    with helpers.own_flags(serving_client.define_flags):
         missing = str(tmp_path / "a.png")
         argv = ["sc", "--rest=http://127.0.0.1:9", "--model=m", f"--images={missing}"]
         assert_user_error(*run_cli(serving_client.main, argv, capsys), f"--images={missing}")

@@ -15,10 +15,8 @@ from wmse_tf.export import saved_model as export, serving
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    base = tmp_path_factory.mktemp("export")
-    path, encoder = helpers.export_tiny(base, card={"dataset_note": "test", "metrics": {"knn": 0.5}})
-    return path, encoder, helpers.reload(path)
+def exported(tiny_export):
+    return tiny_export  # (path, encoder, reloaded): exported once per session (tests/conftest.py)
 
 
 def test_layout_card_and_hashes(exported):

@@ -20,9 +20,8 @@ OPTIMIZERS = {
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    path, encoder = helpers.export_tiny(tmp_path_factory.mktemp("finetune"))
-    return path, encoder
+def exported(tiny_export):
+    return tiny_export[:2]  # (path, encoder) of the session's export (tests/conftest.py)
 
 
 def classifier(layer, size=helpers.SIZE, classes=3):

@@ -31,9 +31,10 @@ MODEL = "tiny"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    path, _ = helpers.export_tiny(tmp_path_factory.mktemp("serving"), name=MODEL)
-    return path, helpers.reload(path)
+def exported(tiny_export):
+    path, _, loaded = tiny_export  # exported once per session as MODEL (tests/conftest.py)
+    assert os.path.basename(os.path.dirname(path)) == MODEL
+    return path, loaded
 
 
 def run_signature(loaded, name, key, values):

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from tests import helpers
 from tests.reliability.conftest import FIGURES
 from wmse_tf.export import serving
 
@@ -24,9 +23,9 @@ SHAPE_ERROR = r"images must have shape \[batch, height, width, 3\]"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    path, encoder = helpers.export_tiny(tmp_path_factory.mktemp("serving_inputs"))
-    return helpers.reload(path), int(encoder.output.shape[-1])
+def model(tiny_export):
+    _, encoder, loaded = tiny_export  # exported once per session (tests/conftest.py)
+    return loaded, int(encoder.output.shape[-1])
 
 
 def _tried(n=1):
