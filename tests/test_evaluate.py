@@ -3,14 +3,13 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from tests import helpers
+from wmse_tf import evaluate as evaluate_cmd
 from wmse_tf.evaluation import evaluator as eval_lib, features, linear_probe
 from wmse_tf.evaluation.linear_probe import ProbeConfig
 from wmse_tf.export import saved_model as export
@@ -96,19 +95,21 @@ def test_feature_cache_roundtrip(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["f.npz"]  # atomic write left no temp file
 
 
-def test_checkpoint_and_saved_model_give_the_same_numbers(tmp_path):
-    """Library on the training run == CLI on its SavedModel (digits at 16 px, tiny encoder)."""
+def test_checkpoint_and_saved_model_give_the_same_numbers(tmp_path, capsys):
+    """Library on the training run == CLI on its SavedModel (digits at 16 px, tiny encoder);
+    the command in-process (cli.run with its own flags)."""
     encoder = helpers.tiny_encoder(width=4)
     run_dir = helpers.write_run_dir(tmp_path / "run", encoder, "digits")
     saved = export.export_encoder(encoder, str(tmp_path / "exports"), "tiny", dataset="digits")
     config = eval_lib.EvalConfig(probe=ProbeConfig(epochs=30), knn=("euclidean:5", "cosine:5"),
                                  limit_train=400, limit_test=150, progress=False)
     ours = eval_lib.evaluate(run_dir, config)
-    cmd = [sys.executable, "-m", "wmse_tf.evaluate", f"--model={os.path.dirname(saved)}", "--epochs=30",
-           "--knn=euclidean:5,cosine:5", "--limit_train=400", "--limit_test=150", "--noprogress"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=helpers.python_env(), timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "k-NN euclidean:5" in out.stdout and "linear" in out.stdout
+    argv = ["evaluate", f"--model={os.path.dirname(saved)}", "--epochs=30", "--knn=euclidean:5,cosine:5",
+            "--limit_train=400", "--limit_test=150", "--noprogress"]
+    with helpers.own_flags(evaluate_cmd.define_flags):
+        code, out, err = helpers.run_command(evaluate_cmd.main, argv, capsys)
+    assert code == 0, err[-3000:]
+    assert "k-NN euclidean:5" in out and "linear" in out
     with open(os.path.join(tmp_path, "exports", "tiny", "eval_digits_v1.json")) as f:
         theirs = json.load(f)
     assert ours["kind"] == "checkpoint" and theirs["kind"] == "saved_model"

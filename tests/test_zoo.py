@@ -5,8 +5,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -118,7 +116,7 @@ def test_build_publishes_metrics_and_hashes(built):
     assert card["metrics"] == entry["metrics"] and card["flags"]["dataset"] == "digits"
 
 
-def test_zoo_evaluate_checks_registered_metrics(built):
+def test_zoo_evaluate_checks_registered_metrics(built, capsys):
     tmp, registry, _ = built
     model_dir = os.path.join(tmp, "exports", "tiny_digits")
     ok, rows, problems = zoo_evaluate.check(model_dir, registry_path=registry, tolerance=0.02, progress=False)
@@ -128,11 +126,11 @@ def test_zoo_evaluate_checks_registered_metrics(built):
     worse["models"][0]["metrics"]["knn"]["euclidean:5"]["top1"] += 0.3
     worse_path = os.path.join(tmp, "worse.json")
     zoo.save(worse, worse_path)
-    cmd = [sys.executable, "-m", "zoo.evaluate", f"--model={model_dir}", f"--registry={worse_path}",
-           "--tolerance=0.02", "--noprogress"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=helpers.python_env(), timeout=300, cwd=ROOT)
-    assert out.returncode == 1, out.stdout + out.stderr[-2000:]
-    assert "WORSE" in out.stdout and "k-NN euclidean:5" in out.stderr
+    argv = ["ev", f"--model={model_dir}", f"--registry={worse_path}", "--tolerance=0.02", "--noprogress"]
+    with helpers.own_flags(zoo_evaluate.define_flags):  # the command in-process
+        code, out, err = helpers.run_command(zoo_evaluate.main, argv, capsys)
+    assert code == 1, out + err[-2000:]
+    assert "WORSE" in out and "k-NN euclidean:5" in err
 
 
 def test_zoo_evaluate_detects_changed_files(built, tmp_path):
@@ -165,13 +163,14 @@ def test_extract_features_from_a_folder(built, tmp_path):
     np.testing.assert_allclose(x[idx], want["feature_vector"][0], rtol=1e-5, atol=1e-5)
 
 
-def test_extract_features_cli_on_a_split(built, tmp_path):
+def test_extract_features_cli_on_a_split(built, tmp_path, capsys):
     tmp, _, _ = built
     out_path = tmp_path / "f.npz"
-    cmd = [sys.executable, "-m", "zoo.extract_features", f"--model={os.path.join(tmp, 'exports', 'tiny_digits')}",
-           "--dataset=digits", "--split=test", "--limit=40", f"--output={out_path}", "--noprogress"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=helpers.python_env(), timeout=300, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-2000:]
+    argv = ["ef", f"--model={os.path.join(tmp, 'exports', 'tiny_digits')}", "--dataset=digits", "--split=test",
+            "--limit=40", f"--output={out_path}", "--noprogress"]
+    with helpers.own_flags(extract_features.define_flags):  # the command in-process
+        code, _, err = helpers.run_command(extract_features.main, argv, capsys)
+    assert code == 0, err[-2000:]
     with np.load(out_path) as z:
         assert z["features"].shape == (40, 32) and z["labels"].shape == (40,) and z["filenames"][0] == "digits/test/0"
 

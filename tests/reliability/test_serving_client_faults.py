@@ -9,16 +9,14 @@ Reuses the REST stand-in and the exported model of tests/test_serving_client.py.
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tests.reliability.conftest import ROOT
 from tests.test_serving_client import MODEL, RestHandler, RestStandIn, exported, fast_rest  # noqa: F401
+from zoo import serving_client
 from zoo.serving_client import GrpcClient, ServingError
 
 
@@ -94,7 +92,8 @@ def test_grpc_server_not_there(tally):
     tally(faults=1, errors=1)
 
 
-def test_client_command_writes_output_only_when_complete(rest, tmp_path, tally):
+def test_client_command_writes_output_only_when_complete(rest, tmp_path, tally, capsys):
+    """The command in-process (cli.run with its own flags), as `python -m zoo.serving_client`."""
     paths = []
     for i, im in enumerate((helpers.images01(3) * 255).round().astype(np.uint8)):
         paths.append(str(tmp_path / f"{i}.png"))
@@ -103,16 +102,18 @@ def test_client_command_writes_output_only_when_complete(rest, tmp_path, tally):
     out = tmp_path / "features.npz"
     np.savez(out, features=np.zeros((1, 1)))  # an earlier, complete result
     before = out.read_bytes()
-    cmd = [sys.executable, "-m", "zoo.serving_client", f"--rest={rest.url}", f"--model={MODEL}",
-           f"--images={','.join(paths)}", "--batch_size=1", "--retries=1", f"--output={out}"]
+    argv = ["sc", f"--rest={rest.url}", f"--model={MODEL}", f"--images={','.join(paths)}", "--batch_size=1",
+            "--retries=1", f"--output={out}"]
     rest.script = ["ok", "503", "503"]  # the 2nd of 3 requests fails twice: the client gives up
-    proc = subprocess.run(cmd, cwd=ROOT, env=helpers.python_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "error:" in proc.stderr and "503 after 2 attempts" in proc.stderr
+    with helpers.own_flags(serving_client.define_flags):
+        code, _, err = helpers.run_command(serving_client.main, argv, capsys)
+    assert code == 1 and "error:" in err and "503 after 2 attempts" in err
     assert out.read_bytes() == before  # not replaced by 1 of 3 rows
     assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(p) for p in paths] + [out.name])  # no temp
     rest.script = []
-    proc = subprocess.run(cmd, cwd=ROOT, env=helpers.python_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    with helpers.own_flags(serving_client.define_flags):
+        code, _, err = helpers.run_command(serving_client.main, argv, capsys)
+    assert code == 0, err[-2000:]
     with np.load(out) as saved:
         assert saved["features"].shape[0] == 3 and list(saved["filenames"]) == paths
     tally(faults=2, errors=1)
