@@ -32,7 +32,24 @@ def smoke_config(tmp_path, *args):
         train.FLAGS.unparse_flags()
 
 
+def _results(model_dir):
+    with open(os.path.join(model_dir, "results.json")) as f:
+        return json.load(f)
+
+
 # --------------------------------------------------------------- in-process training runs
+FULL_ARGS = ("--eval_every=0", "--exact_resume")
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted, exported smoke run (FULL_ARGS): the reference of an interrupted run
+    and the finished run that a resume with other key flags must refuse."""
+    run_dir = tmp_path_factory.mktemp("full") / "run"
+    assert trainer.run(smoke_config(run_dir, *FULL_ARGS, f"--export_dir={run_dir}/export")) == 0
+    return run_dir
+
+
 def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     real = pipeline.ssl_dataset
 
@@ -65,7 +82,10 @@ class _SendSignal(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_sigterm_checkpoints_mid_epoch_and_resume_finishes(tmp_path, monkeypatch):
+def test_sigterm_checkpoints_mid_epoch_and_resume_finishes(tmp_path, monkeypatch, full_run):
+    """SIGTERM mid-epoch: a checkpoint, then the resumed run (--exact_resume) continues the
+    uninterrupted run's batches and ends with its losses (the in-process twin of
+    test_killed_run_resumes_to_the_same_step)."""
     real = trainer.make_callbacks
 
     def with_signal(cfg, model_, state, *args):
@@ -74,7 +94,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_finishes(tmp_path, monkeypatch
         return (cbs, *rest)
 
     monkeypatch.setattr(trainer, "make_callbacks", with_signal)
-    cfg = smoke_config(tmp_path, "--eval_every=0")
+    cfg = smoke_config(tmp_path, *FULL_ARGS)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     assert trainer.run(cfg) == 128 + signal.SIGTERM
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")  # mid-epoch 2 of 3
@@ -86,33 +106,35 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_finishes(tmp_path, monkeypatch
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (2, 8), (3, 12)]
     assert keras.saving.load_model(tmp_path / "encoder.keras").output_shape == (None, 32)
+    # Epoch 1 ran before the signal, epoch 3 after the resume: both as in the uninterrupted run.
+    full = [json.loads(line) for line in (full_run / "log.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([rows[0]["loss"], rows[2]["loss"], results["final"]["loss"]],
+                               [full[0]["loss"], full[2]["loss"], _results(full_run)["final"]["loss"]], rtol=1e-4)
 
 
-def test_resume_refuses_other_key_flags_and_export(tmp_path):
-    cfg = smoke_config(tmp_path, "--epochs=1", "--eval_every=0", f"--export_dir={tmp_path}/export")
-    assert trainer.run(cfg) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
+def test_resume_refuses_other_key_flags_and_export(full_run):
+    cfg = smoke_config(full_run, *FULL_ARGS, f"--export_dir={full_run}/export")
+    results = _results(full_run)
     assert results["export"].endswith("wmse_synthetic/1") and os.path.exists(results["export"] + "/saved_model.pb")
     assert trainer.run(cfg) == 0  # already trained: nothing to do, results kept
-    assert json.loads((tmp_path / "results.json").read_text()) == results
-    longer = smoke_config(tmp_path, "--epochs=2", "--eval_every=0", "--lr=1e-3")
-    assert trainer.check_resume(longer, str(tmp_path)) is True  # epochs, lr may change
+    assert _results(full_run) == results
+    longer = smoke_config(full_run, *FULL_ARGS, "--epochs=4", "--lr=1e-3")
+    assert trainer.check_resume(longer, str(full_run)) is True  # epochs, lr may change
     with pytest.raises(trainer.config_lib.ConfigError, match=r"--emb=16 \(saved: 8\)"):
-        trainer.check_resume(smoke_config(tmp_path, "--emb=16", "--w_size=64", "--batch_size=64"), str(tmp_path))
+        trainer.check_resume(smoke_config(full_run, *FULL_ARGS, "--emb=16", "--w_size=64", "--batch_size=64"),
+                             str(full_run))
 
 
 # ---------------------------------------------------------------- the command, end to end
 KILL_ARGS = ("--epochs=8", "--checkpoint_every=2", "--eval_every=0", "--verbose=0", "--exact_resume")
 
 
-def _results(model_dir):
-    with open(os.path.join(model_dir, "results.json")) as f:
-        return json.load(f)
-
-
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_step(tmp_path, capsys):
     """SIGKILL of a real `python -m wmse_tf.train` process after its first checkpoint; the
-    uninterrupted reference run and the resumed run are the same command, run in-process."""
+    uninterrupted reference run and the resumed run are the same command, run in-process.
+    Slow: in the default suite test_sigterm_checkpoints_mid_epoch_and_resume_finishes checks the
+    same exact resume in-process, test_run_log.py the log rows after a checkpoint dropped."""
     full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
     cmd = [sys.executable, "-m", "wmse_tf.train", f"--flagfile={SMOKE}", f"--model_dir={killed}", *KILL_ARGS]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
