@@ -3,7 +3,8 @@
 The step-equality test runs in-process on the 2 logical CPUs that tests/conftest.py sets up
 before TensorFlow initializes. The training command under --strategy=mirrored and
 multi_worker (its own processes: collectives are configured before TF initializes) are
-long end-to-end runs: marked slow (`make test-slow`, `make test-all`).
+long end-to-end runs: marked slow (`make test-slow`, `make test-all`), as is the XLA step on
+2 logical CPUs (its own process); the XLA step on one device runs in-process.
 """
 
 import json
@@ -69,6 +70,34 @@ def test_two_replica_step_equals_the_single_device_step(two_cpus, across):
     assert max(float(np.abs(a - b).max()) for a, b in zip(dist, expected)) < 1e-4
 
 
+def _xla_functions(fn, *args):
+    """Functions of fn's traced graph that XLA must compile."""
+    library = fn.get_concrete_function(*args).graph.as_graph_def().library
+    return sum(1 for f in library.function if f.attr["_XlaMustCompile"].b)
+
+
+def test_xla_compiles_the_per_replica_step_on_one_device():
+    """In-process, default strategy: the XLA-compiled per-replica step is the one function XLA
+    compiles and equals the plain step (loss and weights)."""
+    rng = np.random.default_rng(0)
+    views = tuple(rng.normal(size=(64, 8, 8, 3)).astype("float32") for _ in range(2))
+    ds = tf.data.Dataset.from_tensors((views, np.zeros(64, np.int64))).repeat()
+    strategy = tf.distribute.get_strategy()
+    out = {}
+    for jit in (False, True):
+        m = _exact_model(False)
+        start = [w.numpy() for w in m.trainable_weights]
+        loop = TrainLoop(m, strategy, strategy.experimental_distribute_dataset(ds), 1, jit_compile=jit)
+        it = iter(loop.dataset)
+        loss = float(loop.train_function(it, tf.constant(1))["loss"])
+        out[jit] = loss, [w.numpy() for w in m.trainable_weights], _xla_functions(loop.train_function, it,
+                                                                                 tf.constant(1))
+    assert out[False][2] == 0 and out[True][2] == 1
+    assert max(float(np.abs(a - b).max()) for a, b in zip(out[False][1], start)) > 1e-3
+    assert max(float(np.abs(a - b).max()) for a, b in zip(out[False][1], out[True][1])) < 1e-4
+    assert abs(out[True][0] - out[False][0]) < 1e-4
+
+
 # loop.TrainLoop with and without XLA on the per-replica step, on one device and on 2 logical CPUs.
 XLA = textwrap.dedent("""
     import json
@@ -113,10 +142,14 @@ XLA = textwrap.dedent("""
 XLA_LOGICAL_CPU_FAILURE = "located in device /job:localhost/replica:0/task:0/device:CPU:1 from device"
 
 
+@pytest.mark.slow
 def test_xla_compiles_the_per_replica_step():
     """One device: the XLA-compiled per-replica step equals the plain one. Two logical CPUs:
     the plain step runs; the compiled one fails with TF's known error (a replica's variables
-    live on CPU:1, XLA runs the step on CPU:0), or, should a later TF fix that, equals the plain step."""
+    live on CPU:1, XLA runs the step on CPU:0), or, should a later TF fix that, equals the plain step.
+    Slow (its own process, for its own MirroredStrategy): in the default suite
+    test_xla_compiles_the_per_replica_step_on_one_device checks the compiled step in-process,
+    test_two_replica_step_equals_the_single_device_step the plain step on 2 logical CPUs."""
     proc = subprocess.run([sys.executable, "-c", XLA], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
