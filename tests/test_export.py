@@ -116,9 +116,10 @@ def test_keras3_tfsm_layer(exported):
     assert head(x).shape == (3, 3)
 
 
-def test_versions_and_atomic_failure(tmp_path, monkeypatch):
-    encoder = helpers.tiny_encoder()
-    first = export.export_encoder(encoder, str(tmp_path), "m", spec=helpers.SPEC)
+def test_versions_and_atomic_failure(exported, tmp_path, monkeypatch):
+    path, encoder, _ = exported
+    first = str(tmp_path / "m" / "1")
+    shutil.copytree(path, first)  # version 1, as the session's export wrote it (tests/conftest.py)
     with pytest.raises(FileExistsError, match="overwrite"):
         export.export_encoder(encoder, str(tmp_path), "m", 1, spec=helpers.SPEC)
 
@@ -133,8 +134,8 @@ def test_versions_and_atomic_failure(tmp_path, monkeypatch):
     assert export.next_version(str(tmp_path / "m")) == 2
 
 
-def test_bad_arguments(tmp_path):
-    encoder = helpers.tiny_encoder()
+def test_bad_arguments(exported, tmp_path):
+    encoder = exported[1]
     with pytest.raises(ValueError, match="dataset"):
         export.export_encoder(encoder, str(tmp_path), "m")
     with pytest.raises(ValueError, match="spec.image_size"):

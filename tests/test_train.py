@@ -50,7 +50,11 @@ def full_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_nan_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    """Slow: in the default suite tests/reliability/test_numerics.py::test_inf_input_stops_with_step_and_causes
+    checks the same stop (a non-finite loss at step 7, ckpt-4 kept and finite, no encoder.keras or
+    results.json) in-process, and tests/test_model.py::test_nan_loss_never_reaches_the_weights NaN inputs."""
     real = pipeline.ssl_dataset
 
     def poisoned(*args, **kwargs):  # batches 6, 7, ... are NaN (steps 7+)

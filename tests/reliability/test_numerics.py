@@ -64,6 +64,7 @@ def test_inf_input_stops_with_step_and_causes(tmp_path, monkeypatch, capsys, tal
     assert "non-finite loss (NaN/Inf) at step 7" in err and "--w_eps" in err and "--lr" in err
     assert record.logs[-1]["step_ok"] < 1.0 and len(record.logs) == POISON_FROM + 1  # epoch means
     assert checkpoint_step(tmp_path) == 4 and not (tmp_path / "encoder.keras").exists()
+    assert not (tmp_path / "results.json").exists()
     assert_checkpoints_finite(tmp_path)
     tally(faults=1, errors=1)
 
