@@ -124,6 +124,13 @@ def parse_shard(text):
     return i, n
 
 
+def flags_sha1(text):
+    """sha1 (12 hex digits) of a flagfile's flag lines: its comments and blank lines do not
+    change what runs, so editing them keeps the finished cells."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:12]
+
+
 class Table:
     """The settings of one invocation and the cells' shared state (base config, throughputs)."""
 
@@ -133,8 +140,8 @@ class Table:
         self.train_args, self.out = list(train_args), os.path.abspath(out)
         self.results_dir, self.probe_epochs = os.path.abspath(results_dir), probe_epochs
         self.calibration_steps, self.seeds, self.budget_epochs = calibration_steps, seeds, budget_epochs
-        with open(self.config, "rb") as f:
-            digest = hashlib.sha1(f.read()).hexdigest()[:12]
+        with open(self.config) as f:
+            digest = flags_sha1(f.read())
         self.settings = {"config": config, "config_sha1": digest, "train_args": self.train_args,
                          "probe_epochs": probe_epochs}
         self.time_budget_flag = "time_budget" in FLAGS  # defined by wmse_tf.train (else: throughput plan)

@@ -134,3 +134,10 @@ def test_tiny_table_end_to_end_skips_finished_cells_resumes_and_reports(tmp_path
     assert "not yet measured" in text and "(fewer than 2 seeds)" not in text
     for png in ("table1_curves_1epochs.png", "table1_curves_5s.png"):
         assert (tmp_path / "img" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_settings_key_ignores_the_flagfiles_comments_not_its_flags():
+    """Editing a comment keeps the finished cells; editing a flag does not."""
+    text = "# recipe\n--width=8\n\n--emb=32\n"
+    assert table1.flags_sha1(text) == table1.flags_sha1("# recipe, reworded\n--width=8\n--emb=32")
+    assert table1.flags_sha1(text) != table1.flags_sha1("# recipe\n--width=16\n--emb=32\n")
