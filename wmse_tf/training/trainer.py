@@ -129,19 +129,15 @@ def save_encoder(encoder, model_dir):
 
 
 def export(cfg, encoder, results):
-    """SavedModel export through wmse_tf.export.saved_model (if that module is available)."""
-    try:
-        from wmse_tf.export import saved_model as export_lib, serving
-    except ImportError as e:
-        print(f"warning: --export_dir given but wmse_tf.export.saved_model is unavailable ({e}); skipped",
-              file=sys.stderr)
-        return None
-    aug = cfg.augment
-    spec = serving.InputSpec(aug.image_size, tuple(aug.mean), tuple(aug.std), aug.eval_resize)
+    """SavedModel export (wmse_tf.export.saved_model) with the run's eval transform, as the demo's."""
+    from wmse_tf.export import saved_model as export_lib
+
+    flags = cfg.to_dict()
     name = cfg.export_name or f"{cfg.method}_{cfg.dataset.partition(':')[0]}"
     return export_lib.export_encoder(
-        encoder, cfg.export_dir, name, cfg.export_version or None, dataset=cfg.dataset, spec=spec,
-        card={"flags": cfg.to_dict(), "metrics": results}, overwrite=bool(cfg.export_version))
+        encoder, cfg.export_dir, name, cfg.export_version or None, dataset=cfg.dataset,
+        spec=export_lib.input_spec_from_flags(flags), card={"flags": flags, "metrics": results},
+        overwrite=bool(cfg.export_version))
 
 
 def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe, plan=None):
