@@ -171,6 +171,15 @@ def test_a_config_may_hold_auto_values():
         config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, stem="big").validate()
 
 
+def test_train_and_demo_name_the_export_as_the_zoo_does():
+    assert parse("--dataset=cifar10", "--num_views=4").export_name_or_default == "wmse4_cifar10"
+    assert parse("--dataset=stl10", "--num_views=2").export_name_or_default == "wmse2_stl10"
+    assert parse("--dataset=cifar10", "--method=byol").export_name_or_default == "byol_cifar10"
+    folder = config.TrainConfig(dataset="folder:/data/flowers/", num_views=2)  # not validated: no folder
+    assert folder.export_name_or_default == "wmse2_flowers"
+    assert parse("--dataset=cifar10", "--export_name=mine").export_name_or_default == "mine"
+
+
 @pytest.mark.parametrize("root", ["wmse_tf.training.config", "wmse_tf.training.resolve", "wmse_tf.methods"])
 def test_the_config_layer_imports_only_the_standard_library(root):
     """config, resolve and the methods registry, and every module of ours they import (transitively,

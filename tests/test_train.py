@@ -119,7 +119,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_finishes(tmp_path, monkeypatch
 def test_resume_refuses_other_key_flags_and_export(full_run):
     cfg = smoke_config(full_run, *FULL_ARGS, f"--export_dir={full_run}/export")
     results = _results(full_run)
-    assert results["export"].endswith("wmse_synthetic/1") and os.path.exists(results["export"] + "/saved_model.pb")
+    assert results["export"].endswith("wmse2_synthetic/1") and os.path.exists(results["export"] + "/saved_model.pb")
     assert trainer.run(cfg) == 0  # already trained: nothing to do, results kept
     assert _results(full_run) == results
     longer = smoke_config(full_run, *FULL_ARGS, "--epochs=4", "--lr=1e-3")

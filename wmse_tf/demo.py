@@ -153,9 +153,9 @@ def export_model(cfg, export_dir, metrics):
 
     encoder = encoders.load(os.path.join(cfg.model_dir, "encoder.keras"))
     spec = export.input_spec_from_flags(cfg.to_dict())
-    name = cfg.export_name or f"wmse{cfg.num_views}_{cfg.dataset.partition(':')[0]}"
     version = cfg.export_version or None
-    return export.export_encoder(encoder, export_dir, name, version, dataset=cfg.dataset, spec=spec,
+    return export.export_encoder(encoder, export_dir, cfg.export_name_or_default, version,
+                                 dataset=cfg.dataset, spec=spec,
                                  card={"flags": cfg.to_dict(), "metrics": metrics},
                                  overwrite=bool(version))
 

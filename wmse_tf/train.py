@@ -99,7 +99,7 @@ flags.DEFINE_bool("exact_resume", False,
                   "seen so far) so the run continues exactly as if uninterrupted; default: reseed the data order.")
 flags.DEFINE_integer("log_every", 50, "TensorBoard train/* scalars every N steps.")
 flags.DEFINE_string("export_dir", "", "Also export the encoder as a SavedModel under this dir.")
-flags.DEFINE_string("export_name", "", "Export model name (default <method>_<dataset>).")
+flags.DEFINE_string("export_name", "", "Export model name (default wmse<views>_<dataset> for W-MSE, else <method>_<dataset>: the zoo's names).")
 flags.DEFINE_integer("export_version", 0, "Export version (0 = next free).")
 flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
 flags.DEFINE_bool("bn_per_view", False, "Encoder called once per view (BatchNorm statistics per view, as "

@@ -232,6 +232,14 @@ class TrainConfig:
         return bool(method and method.whitens)
 
     @property
+    def export_name_or_default(self):
+        """--export_name, else `wmse<views>_<data>` (W-MSE: the zoo's names) or `<method>_<data>`."""
+        method = f"wmse{self.num_views}" if self.method == "wmse" else self.method
+        kind, _, path = self.dataset.partition(":")  # folder:<path>: the folder's own name
+        data = path.rstrip("/").rsplit("/", 1)[-1] if kind == "folder" and path else kind
+        return self.export_name or f"{method}_{data}"
+
+    @property
     def resolved(self):
         """False while an `auto` value is left for `wmse_tf.training.resolve.resolve`."""
         return AUTO not in (self.stem, self.mixed_precision, self.jit_compile) and self.steps_per_execution > 0
@@ -278,8 +286,7 @@ def key_differences(saved, current):
 
 def _dataset_ok(name):
     try:
-        datasets_info.info(name)
-        return True
+        return datasets_info.info(name) is not None
     except ValueError:
         return False
 

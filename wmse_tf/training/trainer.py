@@ -133,9 +133,8 @@ def export(cfg, encoder, results):
     from wmse_tf.export import saved_model as export_lib
 
     flags = cfg.to_dict()
-    name = cfg.export_name or f"{cfg.method}_{cfg.dataset.partition(':')[0]}"
     return export_lib.export_encoder(
-        encoder, cfg.export_dir, name, cfg.export_version or None, dataset=cfg.dataset,
+        encoder, cfg.export_dir, cfg.export_name_or_default, cfg.export_version or None, dataset=cfg.dataset,
         spec=export_lib.input_spec_from_flags(flags), card={"flags": flags, "metrics": results},
         overwrite=bool(cfg.export_version))
 
