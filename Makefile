@@ -5,6 +5,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST  := $(PY) -m pytest -q -p no:cacheprovider
+# Test files spread over the cores (pytest-xdist; a module's tests stay on one worker so its
+# fixtures are built once). Most of a test's time is single-threaded tracing and graph building.
+PARALLEL := -n auto --maxprocesses=4 --dist loadscope
 
 # make bench TORCH_PY=/path/to/python-with-torch also times the PyTorch reference step.
 .PHONY: setup demo test test-slow test-all bench clean
@@ -32,13 +35,13 @@ demo: setup
 	$(PY) -m wmse_tf.demo
 
 test: setup
-	$(PYTEST)
+	$(PYTEST) $(PARALLEL)
 
 test-slow: setup
-	$(PYTEST) -m slow
+	$(PYTEST) $(PARALLEL) -m slow
 
 test-all: setup
-	$(PYTEST) -m "slow or not slow"
+	$(PYTEST) $(PARALLEL) -m "slow or not slow"
 
 bench: setup
 	$(PY) -m bench.objective

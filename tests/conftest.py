@@ -41,3 +41,28 @@ def tiny_export(tmp_path_factory):
     path, encoder = helpers.export_tiny(tmp_path_factory.mktemp("tiny_export"), dataset="digits",
                                         card={"dataset_note": "test", "metrics": {"knn": 0.5}})
     return path, encoder, helpers.reload(path)
+
+
+# The reliability suite's tally (tests/reliability/figures.py), printed once for the whole run.
+# Here rather than in tests/reliability/conftest.py: pytest-xdist's controller collects no tests,
+# so it loads only this conftest.
+def pytest_sessionfinish(session):
+    from tests.reliability import figures
+
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # an xdist worker: hand the tally to the controller
+        worker_output[figures.WORKER_KEY] = dict(figures.FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist controller: adds a finished worker's tally."""
+    from tests.reliability import figures
+
+    figures.FIGURES.update(getattr(node, "workeroutput", {}).get(figures.WORKER_KEY, {}))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.reliability import figures
+
+    figures.report(terminalreporter)

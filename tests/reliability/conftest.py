@@ -1,10 +1,9 @@
 """Shared helpers of the reliability suite and its tally of faults, resumes and inputs.
 
-Every test adds what it did to `FIGURES` through the `tally` fixture; the suite prints
-the totals at the end of the pytest run (the figures of docs/reliability.md).
+Every test adds what it did to `figures.FIGURES` through the `tally` fixture; the totals
+are printed at the end of the pytest run (the figures of docs/reliability.md).
 """
 
-import collections
 import json
 import os
 import subprocess
@@ -15,12 +14,10 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
+from tests.reliability.figures import FIGURES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
-FIGURES = collections.Counter()
-KEYS = ("faults injected", "kills (SIGKILL)", "runs resumed", "inputs tried", "clear errors",
-        "data lost")
 
 
 @pytest.fixture
@@ -34,18 +31,6 @@ def tally():
             FIGURES[names[k]] += int(v)
 
     return add
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not FIGURES:
-        return
-    terminalreporter.write_sep("-", "reliability figures")
-    for key in KEYS:
-        terminalreporter.write_line(f"{key}: {FIGURES.get(key, 0)}")
-    out = os.environ.get("RELIABILITY_FIGURES")
-    if out:
-        with open(out, "w") as f:
-            json.dump({k: FIGURES.get(k, 0) for k in KEYS}, f, indent=2)
 
 
 def train_cmd(model_dir, *args, faulty=False):

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from tests.reliability.conftest import FIGURES
+from tests.reliability.figures import FIGURES
 from wmse_tf.export import serving
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
