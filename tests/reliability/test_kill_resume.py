@@ -89,8 +89,8 @@ def test_kills_in_writes_and_at_random_resume_from_last_complete_checkpoint(tmp_
     _killed(proc)
     lost += _resumed_at(proc) != TOTAL
     assert not (run_dir / "results.json").exists()
-    assert [d for d in os.listdir(export_dir / "wmse_synthetic") if not d.isdigit()]  # the temp export
-    assert not [d for d in os.listdir(export_dir / "wmse_synthetic") if d.isdigit()]
+    assert [d for d in os.listdir(export_dir / "wmse2_synthetic") if not d.isdigit()]  # the temp export
+    assert not [d for d in os.listdir(export_dir / "wmse2_synthetic") if d.isdigit()]
     # 7. the last start finishes: only complete files, every step once, finite weights.
     proc = run_train(run_dir, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,7 +98,7 @@ def test_kills_in_writes_and_at_random_resume_from_last_complete_checkpoint(tmp_
     assert results["step"] == TOTAL
     assert log_steps(run_dir) == [SPE * e for e in range(1, EPOCHS + 1)]  # no duplicated or missing epoch
     assert_checkpoints_finite(run_dir)
-    version = export.latest_version_dir(str(export_dir / "wmse_synthetic"))
+    version = export.latest_version_dir(str(export_dir / "wmse2_synthetic"))
     assert version == results["export"] and version.endswith("/1")
     assert export.verify_hashes(version) == []  # the half-written card was never picked up
     loaded = helpers.reload(version)
