@@ -177,6 +177,9 @@ def test_train_and_demo_name_the_export_as_the_zoo_does():
     assert parse("--dataset=cifar10", "--method=byol").export_name_or_default == "byol_cifar10"
     folder = config.TrainConfig(dataset="folder:/data/flowers/", num_views=2)  # not validated: no folder
     assert folder.export_name_or_default == "wmse2_flowers"
+    sized = config.TrainConfig(dataset="folder:/data/flowers,size=96", num_views=2)  # the size is no part of it
+    assert sized.export_name_or_default == "wmse2_flowers"
+    assert config.TrainConfig(dataset="synthetic:size=16", num_views=2).export_name_or_default == "wmse2_synthetic"
     assert parse("--dataset=cifar10", "--export_name=mine").export_name_or_default == "mine"
 
 

@@ -123,6 +123,15 @@ def folder_spec(rest: str) -> Tuple[str, int]:
     return os.path.expanduser(path), size
 
 
+def short_name(name: str) -> str:
+    """A dataset's name for file names: the registered name without options (`synthetic`),
+    or an image folder's own name for ``folder:/data/flowers[,size=N]`` (`flowers`)."""
+    base, _, rest = name.partition(":")
+    if base != "folder" or not rest:
+        return base
+    return os.path.basename(os.path.normpath(folder_spec(rest)[0]))
+
+
 def _folder_info(rest: str) -> DatasetInfo:
     path, size = folder_spec(rest)
     if not os.path.isdir(path):

@@ -235,9 +235,7 @@ class TrainConfig:
     def export_name_or_default(self):
         """--export_name, else `wmse<views>_<data>` (W-MSE: the zoo's names) or `<method>_<data>`."""
         method = f"wmse{self.num_views}" if self.method == "wmse" else self.method
-        kind, _, path = self.dataset.partition(":")  # folder:<path>: the folder's own name
-        data = path.rstrip("/").rsplit("/", 1)[-1] if kind == "folder" and path else kind
-        return self.export_name or f"{method}_{data}"
+        return self.export_name or f"{method}_{datasets_info.short_name(self.dataset)}"
 
     @property
     def resolved(self):
@@ -286,7 +284,8 @@ def key_differences(saved, current):
 
 def _dataset_ok(name):
     try:
-        return datasets_info.info(name) is not None
+        datasets_info.info(name)
+        return True
     except ValueError:
         return False
 
