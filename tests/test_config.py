@@ -65,7 +65,7 @@ def test_paper_recipes():
 def test_overrides_after_flagfile_and_auto_values():
     cfg = parse(f"--flagfile={ROOT}/configs/cifar10.flags", "--emb=32", "--crop_scale_min=0.3", "--image_size=24")
     assert cfg.emb == 32 and cfg.augment.crop_scale_min == 0.3 and cfg.image_size == 24
-    assert cfg.mixed_precision == resolve.mixed_precision(resolve.detect())  # auto on this machine
+    assert cfg.mixed_precision == resolve.mixed_precision(resolve.detect(), cfg.width)  # auto on this machine
     assert cfg.jit_compile is False and cfg.steps_per_execution == 1
     assert parse("--jit_compile=true", "--mixed_precision=mixed_bfloat16").jit_compile is True
 

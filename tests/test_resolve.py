@@ -33,6 +33,17 @@ def test_auto_values_per_accelerator(hardware, precision, jit, steps):
     assert resolve.resolve(out, hardware) == out  # resolving twice changes nothing
 
 
+def test_cpu_bf16_only_for_encoders_wide_enough():
+    """Narrow encoders are overhead-bound on a CPU: float32 there, even with native bf16."""
+    narrow, wide = resolve.CPU_BF16_MIN_WIDTH // 2, resolve.CPU_BF16_MIN_WIDTH
+    assert resolve.resolve(auto_config(width=narrow), CPU_BF16).mixed_precision == "float32"
+    assert resolve.resolve(auto_config(width=wide), CPU_BF16).mixed_precision == "mixed_bfloat16"
+    assert resolve.resolve(auto_config(width=wide), CPU).mixed_precision == "float32"
+    assert resolve.resolve(auto_config(width=narrow), GPU).mixed_precision == "mixed_float16"
+    explicit = auto_config(width=narrow, mixed_precision="mixed_bfloat16")
+    assert resolve.resolve(explicit, CPU_BF16).mixed_precision == "mixed_bfloat16"
+
+
 def test_xla_auto_is_off_under_multi_replica_strategies():
     assert resolve.resolve(auto_config(strategy="mirrored"), GPU).jit_compile is True  # 1 GPU: 1 replica
     assert resolve.resolve(auto_config(strategy="mirrored"), GPUS4).jit_compile is False

@@ -8,7 +8,9 @@ are what `--print_config`, flags.json and the model card show.
   stem                 the paper's per dataset (cifar: CIFAR; small: STL-10, Tiny ImageNet;
                        imagenet: ImageNet-100), else by image size
   mixed_precision      CPU: mixed_bfloat16 with native bf16 (AVX512_BF16 / AMX, and oneDNN
-                       not limited below it by ONEDNN_MAX_CPU_ISA), else float32;
+                       not limited below it by ONEDNN_MAX_CPU_ISA) for an encoder of width
+                       >= 16, else float32 (narrower convolutions are overhead-bound: bf16
+                       only adds casts, 0.89x float32 at width 8; `python -m bench.demo_step`);
                        GPU: mixed_float16; TPU: mixed_bfloat16
   jit_compile          XLA on a single-replica GPU run and on TPU; off on CPU and under a
                        multi-replica GPU strategy (as Keras' `jit_compile="auto"`)
@@ -129,10 +131,16 @@ def replicas(cfg, hardware):
     return known
 
 
-def mixed_precision(hardware):
-    """The `auto` dtype policy (whitening runs in float32 under every policy)."""
+# Narrowest encoder (channels of the first stage) for which bfloat16 pays on a CPU with native
+# bf16: the demo's step (bench.demo_step, AMD EPYC with AVX512_BF16) ran 0.89x float32's speed
+# at width 8, 1.5x at width 16 and 1.6x at width 32; the paper's width 64 1.67x (bench.train_step).
+CPU_BF16_MIN_WIDTH = 16
+
+
+def mixed_precision(hardware, width=64):
+    """The `auto` dtype policy for an encoder of `width` (whitening runs in float32 under every policy)."""
     if hardware.accelerator == "cpu":
-        return "mixed_bfloat16" if hardware.cpu_bf16 else "float32"
+        return "mixed_bfloat16" if hardware.cpu_bf16 and width >= CPU_BF16_MIN_WIDTH else "float32"
     return {"gpu": "mixed_float16", "tpu": "mixed_bfloat16"}[hardware.accelerator]
 
 
@@ -174,7 +182,7 @@ def resolve(cfg, hardware=None):
                                 cpu_bf16=hardware == "cpu" and cpu_has_bf16())
         cfg = dataclasses.replace(
             cfg,
-            mixed_precision=mixed_precision(hardware) if cfg.mixed_precision == AUTO else cfg.mixed_precision,
+            mixed_precision=mixed_precision(hardware, cfg.width) if cfg.mixed_precision == AUTO else cfg.mixed_precision,
             jit_compile=jit_compile(cfg, hardware) if cfg.jit_compile == AUTO else cfg.jit_compile,
             steps_per_execution=cfg.steps_per_execution or steps_per_execution(hardware))
     return cfg.validate()
