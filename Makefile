@@ -49,6 +49,7 @@ bench: setup
 	$(PY) -m bench.train_step $(if $(TORCH_PY),--reference_python=$(TORCH_PY))
 	$(PY) -m bench.profile_step
 	$(PY) -m bench.methods
+	$(PY) -m bench.demo_step
 
 clean:
 	rm -rf $(VENV) runs
