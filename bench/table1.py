@@ -142,10 +142,19 @@ class Table:
         self.calibration_steps, self.seeds, self.budget_epochs = calibration_steps, seeds, budget_epochs
         with open(self.config) as f:
             digest = flags_sha1(f.read())
-        self.settings = {"config": config, "config_sha1": digest, "train_args": self.train_args,
-                         "probe_epochs": probe_epochs}
+        precision_free = [a for a in self.train_args if not a.startswith("--mixed_precision=")]
+        self._settings = {"config": config, "config_sha1": digest, "train_args": precision_free,
+                          "probe_epochs": probe_epochs}
         self.time_budget_flag = "time_budget" in FLAGS  # defined by wmse_tf.train (else: throughput plan)
         self._base = None
+
+    @property
+    def settings(self):
+        """What a cell's result depends on besides its row, budget and seed: the flagfile's flag
+        lines, the extra train args, the probe, and the dtype policy, whether `auto` resolved it
+        or `--train_arg=--mixed_precision=...` pinned it (results of other settings are neither
+        reused nor mixed into the table)."""
+        return {**self._settings, "mixed_precision": self.base["mixed_precision"]}
 
     @property
     def base(self):

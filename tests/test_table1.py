@@ -141,3 +141,16 @@ def test_the_settings_key_ignores_the_flagfiles_comments_not_its_flags():
     text = "# recipe\n--width=8\n\n--emb=32\n"
     assert table1.flags_sha1(text) == table1.flags_sha1("# recipe, reworded\n--width=8\n--emb=32")
     assert table1.flags_sha1(text) != table1.flags_sha1("# recipe\n--width=16\n--emb=32\n")
+
+
+def test_the_settings_hold_the_precision_auto_or_pinned(tmp_path):
+    """Cells trained in another dtype policy are other settings; pinning the policy with a train
+    arg is the same setting as `auto` resolving to it."""
+    def settings(*train_args):
+        return table1.Table("configs/fashion_mnist.flags", list(train_args), str(tmp_path / "runs"),
+                            str(tmp_path / "results"), 5, 30, [0]).settings
+
+    bf16, f32 = settings("--mixed_precision=mixed_bfloat16"), settings("--mixed_precision=float32")
+    assert bf16["mixed_precision"] == "mixed_bfloat16" and f32["mixed_precision"] == "float32"
+    assert bf16 != f32 and bf16["train_args"] == f32["train_args"] == []
+    assert settings()["mixed_precision"] == "float32"  # auto for the width-8 encoder, on any CPU
