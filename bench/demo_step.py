@@ -23,20 +23,25 @@ from absl import app, flags
 from bench import machine_line
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("flagfile_of_demo", "configs/fashion_mnist.flags", "The recipe the variants change.")
-flags.DEFINE_list("variants", ["demo:", "width16:width=16", "batch128:batch_size=128",
-                               "views4:num_views=4+batch_size=128"],
-                  "Comma-separated variants, each name:flag=value+flag=value (empty: the recipe as is).")
-flags.DEFINE_list("policies", ["float32", "mixed_bfloat16"],
-                  "Dtype policies; mixed_bfloat16 is skipped where the CPU lacks native bfloat16 "
-                  "(emulated, ~4x slower) unless --emulated_bf16.")
-flags.DEFINE_bool("emulated_bf16", False, "Time mixed_bfloat16 even where it is emulated.")
-flags.DEFINE_integer("steps", 8, "Timed rounds (median reported).")
-flags.DEFINE_integer("warmup", 2, "Untimed steps per case first (tracing).")
+
+
+def define_flags():
+    """The benchmark's flags, defined only when it runs as a program, so importing it beside
+    wmse_tf.train (tests) defines no clashing flag such as --warmup."""
+    flags.DEFINE_string("flagfile_of_demo", "configs/fashion_mnist.flags", "The recipe the variants change.")
+    flags.DEFINE_list("variants", ["demo:", "width16:width=16", "batch128:batch_size=128",
+                                   "views4:num_views=4+batch_size=128"],
+                      "Comma-separated variants, each name:flag=value+flag=value (empty: the recipe as is).")
+    flags.DEFINE_list("policies", ["float32", "mixed_bfloat16"],
+                      "Dtype policies; mixed_bfloat16 is skipped where the CPU lacks native bfloat16 "
+                      "(emulated, ~4x slower) unless --emulated_bf16.")
+    flags.DEFINE_bool("emulated_bf16", False, "Time mixed_bfloat16 even where it is emulated.")
+    flags.DEFINE_integer("steps", 8, "Timed rounds (median reported).")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps per case first (tracing).")
 
 
 def parse_variant(text):
-    """'name:a=1,b=2' -> (name, {"a": "1", "b": "2"}); the values stay strings until applied."""
+    """'name:a=1+b=2' -> (name, {"a": "1", "b": "2"}); the values stay strings until applied."""
     name, _, assignments = text.partition(":")
     changes = {}
     for item in filter(None, assignments.split("+")):
@@ -150,4 +155,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
