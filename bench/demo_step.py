@@ -120,7 +120,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from wmse_tf.training import resolve
+    from wmse_tf.training import resolve, trainer
 
     base = demo_config()
     native = resolve.cpu_has_bf16()
@@ -138,6 +138,7 @@ def main(argv):
         for case in cases.values():
             case.step()
     budget = base.time_budget or 480.0
+    num_images = trainer.count_images(base)  # the training split's, for the epochs in the budget
     print(f"bench.demo_step: {FLAGS.flagfile_of_demo} and variants; train_on_batch on a random batch, "
           f"median of {FLAGS.steps} round-robin steps; TF {tf.__version__}, Keras {keras.__version__}"
           + (f"; skipped {', '.join(skipped)} (no native bfloat16)" if skipped else ""))
@@ -147,7 +148,7 @@ def main(argv):
     for (name, policy), case in cases.items():
         cfg, seconds = case.cfg, case.seconds
         steps = int(budget / seconds)
-        epochs = steps * cfg.batch_size / 60000 if cfg.dataset == "fashion_mnist" else float("nan")
+        epochs = steps * cfg.batch_size / num_images
         print(f"{name:<12} {policy:<15} {seconds:>7.3f} {cfg.batch_size * cfg.num_views / seconds:>9.0f} "
               f"{seconds / first:>8.2f} {steps:>14d} {epochs:>6.2f}")
     print(f"(changes of each variant: {'; '.join(FLAGS.variants)}; ONEDNN_MAX_CPU_ISA="

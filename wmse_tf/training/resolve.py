@@ -137,7 +137,7 @@ def replicas(cfg, hardware):
 CPU_BF16_MIN_WIDTH = 16
 
 
-def mixed_precision(hardware, width=64):
+def mixed_precision(hardware, width):
     """The `auto` dtype policy for an encoder of `width` (whitening runs in float32 under every policy)."""
     if hardware.accelerator == "cpu":
         return "mixed_bfloat16" if hardware.cpu_bf16 and width >= CPU_BF16_MIN_WIDTH else "float32"
