@@ -5,8 +5,9 @@
   python -m bench.table1 --rows=wmse2,byol --seeds=0 --budgets=epochs
   python -m bench.table1 --report          # finished cells -> docs/results.md (markers), curves PNG
 
-Every row trains the same encoder with the same augmentation: the demo's flagfile
-(`--config`, configs/fashion_mnist.flags) plus the row's flags (method, views). Rows:
+Every row trains the same encoder with the same augmentation: the demo's recipe of the
+table's runs (`--config`, configs/fashion_mnist_emb32.flags, emb 32) plus the row's flags
+(method, views). Rows:
 W-MSE 2, W-MSE 4 (half the batch, as the reference), NT-Xent contrastive, BYOL, NT-Xent on
 whitened embeddings, normalized MSE without whitening (collapses), W-MSE 2 with BatchNorm
 per view, and the evaluation-only rows "random weights" and "raw pixels". Two budgets:
@@ -66,7 +67,7 @@ BUDGETS = ("epochs", "seconds")
 def define_flags():
     """The table's own flags; defined when run as a program (as zoo.build does), so importing this
     module beside other entry points (tests) defines no clashing flag such as --train_arg."""
-    flags.DEFINE_string("config", "configs/fashion_mnist.flags", "Flagfile every row starts from (encoder, "
+    flags.DEFINE_string("config", "configs/fashion_mnist_emb32.flags", "Flagfile every row starts from (encoder, "
                         "augmentation, optimizer); rows add their method flags.")
     flags.DEFINE_multi_string("train_arg", [], "Extra wmse_tf.train flag for every cell, after the row's, e.g. "
                               "--train_arg=--data_dir=DIR or --train_arg=--mixed_precision=float32.")

@@ -78,7 +78,7 @@ def test_registry_validation_errors():
 def test_train_command_uses_the_flagfile(tmp_path):
     entry = zoo.find(zoo.load(), "wmse2_fashion_mnist")
     cmd = build.train_command(entry, str(tmp_path / "run"), extra=["--epochs=1"])
-    assert cmd[1:4] == ["-m", "wmse_tf.train", "--flagfile=configs/fashion_mnist.flags"]
+    assert cmd[1:4] == ["-m", "wmse_tf.train", "--flagfile=configs/fashion_mnist_emb32.flags"]
     assert cmd[-1] == "--epochs=1" and f"--model_dir={tmp_path / 'run'}" in cmd
     assert "--time_budget=0" in cmd  # the registry's epochs, not the demo's wall-clock budget
 
