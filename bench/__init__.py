@@ -2,9 +2,12 @@
 
 
 def machine_line():
-    """The first line of every benchmark: CPU model, cores, vector/bf16 flags, load."""
+    """The first line of every benchmark: CPU model, cores, vector/bf16 flags, oneDNN's state, load."""
     import os
 
     from wmse_tf.training import resolve
 
-    return f"machine: {resolve.cpu_description()}; load average {os.getloadavg()[0]:.1f}"
+    from wmse_tf import onednn
+
+    return (f"machine: {resolve.cpu_description()}; {onednn.current().line()}; "
+            f"load average {os.getloadavg()[0]:.1f}")

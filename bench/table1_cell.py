@@ -80,7 +80,9 @@ def resolve_config(config, flags=()):
     if proc.returncode != 0:
         raise ValueError(f"wmse_tf.train rejects the flags {list(flags)} with {config}: "
                          f"{proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout)
+    resolved = json.loads(proc.stdout)
+    resolved.pop("runtime", None)  # the machine's oneDNN state: not a setting of the cell
+    return resolved
 
 
 def run_training(cmd, cell_dir):

@@ -8,7 +8,9 @@ MirroredStrategy (through the library) still run in a subprocess: see `two_cpus`
 """
 
 import pytest
-import tensorflow as tf
+
+import wmse_tf  # noqa: F401  (before TensorFlow: its oneDNN decision, wmse_tf.onednn, is made at TF's import)
+import tensorflow as tf  # noqa: E402
 
 LOGICAL_CPUS = 2
 

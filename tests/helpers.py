@@ -9,11 +9,28 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wmse_tf import onednn
 from wmse_tf.core import encoders
 from wmse_tf.export import saved_model as export, serving
 
 SIZE = 16
 SPEC = serving.InputSpec(SIZE, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+
+
+def onednn_on():
+    """True if TensorFlow's oneDNN custom ops are on in this process."""
+    from tensorflow.python.util import _pywrap_util_port as port
+
+    return bool(port.IsMklEnabled())
+
+
+def skip_if_onednn_wrong(convs):
+    """Skips a test whose numbers depend on `convs` when oneDNN is on and computes one of them wrong
+    on this CPU (wmse_tf.onednn's check; tests/test_onednn.py tests that the check refuses them)."""
+    wrong = onednn.cached_check(convs) if onednn_on() else {}
+    if wrong:
+        pytest.skip(f"oneDNN is on and computes {', '.join(f'{k} ({v[0]})' for k, v in wrong.items())} "
+                    "wrong on this CPU: wmse_tf.onednn refuses it for this encoder (test_onednn)")
 
 
 def tiny_encoder(size=SIZE, width=4, seed=0):

@@ -44,6 +44,7 @@ def test_every_flagfile_prints_its_config(path, capsys):
     train.FLAGS(["train", f"--flagfile={path}", "--print_config"])
     assert train.main(["train"]) == 0
     cfg = json.loads(capsys.readouterr().out)
+    assert cfg.pop("runtime")["onednn"].startswith("oneDNN ops ")
     assert cfg["method"] in methods.REGISTRY and cfg["num_views"] >= 2
     if cfg["method"] == "wmse":
         assert cfg["w_size"] > cfg["emb"] and cfg["batch_size"] % cfg["w_size"] == 0
@@ -153,6 +154,7 @@ def test_print_config_imports_no_tensorflow():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["code"] == 0
+    assert out["config"].pop("runtime")["onednn"].startswith("oneDNN ops ")
     assert out["config"] == parse(f"--flagfile={ROOT}/configs/cifar10.flags").to_dict()
     model_code = [m for m in out["modules"] if m.startswith("wmse_tf.") or m.split(".")[0] == "keras"]
     assert model_code == []

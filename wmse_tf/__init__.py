@@ -17,3 +17,7 @@ e.g. `from wmse_tf.core import whitening, objectives`, `wmse_tf.data.load(name, 
 """
 
 __version__ = "0.2.0"
+
+from wmse_tf import onednn as _onednn
+
+_onednn.install()  # TensorFlow's oneDNN kernels decided before TF is imported (docs/training.md#onednn)

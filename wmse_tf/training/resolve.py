@@ -30,6 +30,7 @@ import glob
 import os
 import sys
 
+from wmse_tf import onednn
 from wmse_tf.core import archs
 from wmse_tf.data import info as datasets_info
 from wmse_tf.training import config as config_lib
@@ -84,6 +85,11 @@ def cpu_description(cpuinfo="/proc/cpuinfo"):
     text = f"{model}, {os.cpu_count()} cores, {' '.join(shown) or 'no AVX2'}"
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
     return text + (f", oneDNN limited to {isa}" if isa else "")
+
+
+def runtime():
+    """What a run's figures depend on beyond its config, for flags.json, model cards and benchmarks."""
+    return {"cpu": cpu_description(), "onednn": onednn.current().line()}
 
 
 def gpu_possible(dev="/dev"):
