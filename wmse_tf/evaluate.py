@@ -10,7 +10,9 @@ Features of the eval transform's images (no augmentation) are computed once
   - linear: `wmse_tf.evaluation.linear_probe` (reference protocol: Adam 1e-2 -> 1e-6
     exponentially over 500 epochs, batches of 1000, weight decay 5e-6; top-1, top-5);
   - k-NN: `wmse_tf.evaluation.knn` (reference: Euclidean, k=5, majority vote; options such
-    as cosine or weighted k=200 via specs "metric:k[:weighted]").
+    as cosine or weighted k=200 via specs "metric:k[:weighted]");
+  - the effective rank (RankMe) of the features of the first `--rank_images` train images,
+    computed as in a training run's health checks (`wmse_tf.evaluation.health`).
 
 Prints a table and writes JSON beside the model: `<model_dir>/eval_<dataset>.json`,
 or `<name>/eval_<dataset>_v<version>.json` for a SavedModel (its version dir
@@ -45,7 +47,7 @@ def main(argv):
                             test_split=f.test_split, batch_size=f.batch_size, probe=probe, knn=tuple(f.knn),
                             knn_temperature=f.knn_temperature, limit_train=f.limit_train,
                             limit_test=f.limit_test, cache_dir=f.cache_dir, random_init=f.random_init,
-                            progress=f.progress)
+                            progress=f.progress, rank_images=f.rank_images)
     with cli.about("model", f.model):  # a missing path, not a model, an unreadable or corrupt file
         model = open_model(f.model, f.random_init)
     dataset = f.dataset or model.dataset
@@ -88,6 +90,8 @@ def define_flags():
     flags.DEFINE_string("cache_dir", None, "Cache features here as .npz.")
     flags.DEFINE_boolean("random_init", False, "Baseline: same architecture, random weights.")
     flags.DEFINE_boolean("progress", True, "Show progress bars.")
+    flags.DEFINE_integer("rank_images", 2048, "Effective rank (RankMe) of the features of the first N train "
+                         "images (0 = off), as the training run's health checks.")
     flags.DEFINE_integer("seed", 0, "Seed of the probe (and of random_init weights).")
     flags.DEFINE_string("output", None, "Results JSON path (default: beside the model).")
     flags.mark_flag_as_required("model")

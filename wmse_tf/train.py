@@ -9,7 +9,8 @@ model_dir's newest checkpoint automatically; a missing TFDS dataset is downloade
 (unless --nodownload). Exit codes: 0 done, 2 a user error, printed as one `error:` line
 (bad flags or flagfile, dataset missing, model_dir locked by another run), 3 NaN/Inf loss,
 4 a write to model_dir failed (disk full, read-only; the last checkpoint is intact),
-128 + N stopped by signal N (after checkpointing). See docs/training.md, docs/reliability.md.
+5 stopped as unhealthy (--on_unhealthy=stop; last checkpoint written), 128 + N stopped by
+signal N (after checkpointing). See docs/training.md, docs/reliability.md.
 """
 
 import dataclasses
@@ -106,6 +107,15 @@ flags.DEFINE_bool("bn_per_view", False, "Encoder called once per view (BatchNorm
                   "the reference) instead of once on all views.")
 flags.DEFINE_enum("knn_metric", "cosine", ["cosine", "euclidean"],
                   "k-NN monitor distance: cosine (L2-normalized features) or euclidean (the reference's).")
+flags.DEFINE_enum("on_unhealthy", "warn", ["warn", "stop"],
+                  "Training health (effective rank, whitening condition number, embedding spread) past its "
+                  "thresholds after warmup: warn (one line) or stop (last checkpoint, reason in results.json, "
+                  "exit code 5). See docs/training.md#training-health.")
+flags.DEFINE_integer("health_every", 0, "Health checks also every N steps (0: epoch ends and budget re-plans).")
+flags.DEFINE_integer("health_images", 2048, "Fixed batch of un-augmented training images of the health checks "
+                     "(0 = no checks).")
+flags.DEFINE_bool("force_resume", False, "Resume a run stopped as unhealthy with no flag changed (it then "
+                  "only warns).")
 flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and exit.")
 
 

@@ -8,7 +8,9 @@ augmentation) once (optionally cached as .npz), then:
   - linear: `wmse_tf.evaluation.linear_probe` (reference protocol: Adam 1e-2 -> 1e-6
     exponentially over 500 epochs, batches of 1000, weight decay 5e-6; top-1, top-5);
   - k-NN: `wmse_tf.evaluation.knn` (reference: Euclidean, k=5, majority vote; options such
-    as cosine or weighted k=200 via specs "metric:k[:weighted]").
+    as cosine or weighted k=200 via specs "metric:k[:weighted]");
+  - effective rank: RankMe of the features of the first `rank_images` train images
+    (`wmse_tf.evaluation.health`, the function of the training run's health checks).
 
 `format_table` and `default_output` are what the command `python -m wmse_tf.evaluate` prints
 and where it writes the JSON.
@@ -24,7 +26,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from wmse_tf.evaluation import features as features_lib, linear_probe
+from wmse_tf.evaluation import features as features_lib, health, linear_probe
 from wmse_tf.evaluation.linear_probe import ProbeConfig
 
 KNN_METRICS = ("euclidean", "cosine")
@@ -47,6 +49,8 @@ class EvalConfig:
       random_init: evaluate the same architecture with fresh random weights
         (baseline; training runs only).
       progress: show progress bars.
+      rank_images: effective rank (RankMe) of the features of the first N train images
+        (0: not computed); 2048, as a training run's health checks.
     """
 
     dataset: Optional[str] = None
@@ -62,6 +66,7 @@ class EvalConfig:
     cache_dir: Optional[str] = None
     random_init: bool = False
     progress: bool = True
+    rank_images: int = 2048
 
     def __post_init__(self):
         for spec in self.knn:
@@ -154,10 +159,13 @@ def eval_split(model, dataset, split, config, limit):
 
 
 def evaluate_features(train_x, train_y, test_x, test_y, config=EvalConfig(), num_classes=None):
-    """Linear probe and k-NN on given features; returns {"linear": {...}, "knn": {...}}."""
+    """Linear probe, k-NN and effective rank on given features: {"linear", "knn"[, "effective_rank"]}."""
     from wmse_tf.evaluation import knn
 
     results = {}
+    if config.rank_images:
+        rows = np.asarray(train_x[:config.rank_images])
+        results.update(effective_rank=health.effective_rank(rows), effective_rank_images=len(rows))
     if config.probe is not None:
         t = time.time()
         results["linear"] = dict(linear_probe.linear_probe(train_x, train_y, test_x, test_y, num_classes,
@@ -221,6 +229,9 @@ def format_table(results):
     lines = [head] + [f"{a:<{width}}  {b:>7}  {c:>7}" for a, b, c in rows]
     if "linear" in results:
         lines.append(f"linear: {results['linear']['protocol']}")
+    if results.get("effective_rank") is not None:
+        lines.append(f"effective rank (RankMe) of the features: {results['effective_rank']:.2f} of "
+                     f"{results.get('num_features', '?')} (first {results['effective_rank_images']} train images)")
     return "\n".join(lines)
 
 

@@ -41,6 +41,15 @@ def read_epochs(model_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_health(model_dir):
+    """The run's health checks: rows of `<model_dir>/health.jsonl`, else the epoch rows holding them."""
+    path = os.path.join(model_dir, "health.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    return [r for r in read_epochs(model_dir) if r.get("rank_feat") is not None]
+
+
 def read_step_scalars(model_dir, tag="train/loss"):
     """(steps, values) of one TensorBoard scalar of `<model_dir>/tb`, sorted by step."""
     import tensorflow as tf
@@ -64,14 +73,15 @@ def read_step_scalars(model_dir, tag="train/loss"):
 
 
 def training_curves(model_dir, path, baselines=None, dpi=80):
-    """Loss (per logged step and per epoch) and online k-NN accuracy per epoch, as one PNG.
+    """Loss (per logged step and per epoch), online k-NN accuracy per epoch and, when the run
+    checked its health (`wmse_tf.training.health`), effective ranks and spread, as one PNG.
 
     Args:
       model_dir: a training run directory (log.jsonl, tb/).
       path: output PNG.
       baselines: optional {label: accuracy in [0, 1]} drawn as horizontal lines on the
         k-NN panel (e.g. the random-weights encoder).
-      dpi: resolution (the figure is 9 x 3.2 inches).
+      dpi: resolution (the figure is 9 x 3.2 inches, 13.5 x 3.2 with the health panel).
 
     Returns:
       path.
@@ -79,7 +89,9 @@ def training_curves(model_dir, path, baselines=None, dpi=80):
     plt = _pyplot()
     rows = read_epochs(model_dir)
     steps, losses = read_step_scalars(model_dir)
-    fig, (ax_loss, ax_knn) = plt.subplots(1, 2, figsize=(9, 3.2))
+    checks = read_health(model_dir)
+    fig, axes = plt.subplots(1, 3 if checks else 2, figsize=(13.5 if checks else 9, 3.2))
+    ax_loss, ax_knn = axes[:2]
     spe = rows[0]["step"] / rows[0]["epoch"] if rows and rows[0].get("epoch") else 1.0
     if len(steps):
         ax_loss.plot(steps / spe, losses, lw=0.8, alpha=0.6, label="every logged step")
@@ -95,12 +107,38 @@ def training_curves(model_dir, path, baselines=None, dpi=80):
     for i, (label, acc) in enumerate((baselines or {}).items()):
         ax_knn.axhline(100 * acc, ls="--", lw=1, color=f"C{3 + i}", label=label)
     ax_knn.set(xlabel="epoch", ylabel="top-1 (%)", title="online 5-NN accuracy (test subset)")
-    ax_knn.legend(fontsize=8)
+    if knn or baselines:
+        ax_knn.legend(fontsize=8)
     ax_knn.grid(alpha=0.3)
+    if checks:
+        _health_panel(axes[2], checks, spe)
     fig.tight_layout()
     _save(fig, path, dpi)
     plt.close(fig)
     return path
+
+
+def _health_panel(ax, checks, spe):
+    """Effective ranks as fractions of their dimension, spread of the embeddings; condition number on a log axis."""
+    ep = [r["step"] / spe for r in checks]
+    series = (("rank_feat", "feat_dim", "eff. rank of features / dim"),
+              ("rank_emb", "emb_dim", "eff. rank of embeddings / emb"),
+              ("emb_std_rel", None, "std of L2-normalized emb. x sqrt(emb)"))
+    for i, (key, dim, label) in enumerate(series):
+        if all(key in r for r in checks):
+            ax.plot(ep, [r[key] / (r[dim] if dim else 1.0) for r in checks], "o-", ms=2, color=f"C{i}", label=label)
+    ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.05), title="training health (fixed un-augmented batch)")
+    cond = [(e, r["whiten_cond"]) for e, r in zip(ep, checks) if r.get("whiten_cond")]
+    if cond:
+        twin = ax.twinx()
+        twin.semilogy(*zip(*cond), "s--", ms=2, lw=0.8, color="C3", label="whitening cond. number")
+        twin.set_ylabel("condition number", fontsize=8)
+        twin.legend(fontsize=7, loc="upper right")
+    flagged = [e for e, r in zip(ep, checks) if r.get("unhealthy")]
+    if flagged:
+        ax.axvline(flagged[0], color="red", lw=1, ls=":", label=f"first unhealthy check (epoch {flagged[0]:.2f})")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
 
 
 def embed_2d(features, method="pca", seed=0):

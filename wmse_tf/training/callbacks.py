@@ -119,7 +119,7 @@ class CheckpointSaver(keras.callbacks.Callback):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous = {}
-        if self.state.stop_reason is None:
+        if self.state.stop_reason in (None, "unhealthy"):  # a health stop keeps its last checkpoint
             self.save()
 
     def save(self):

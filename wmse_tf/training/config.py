@@ -1,14 +1,12 @@
 """TrainConfig: every setting of one training run, resolved, validated, JSON round-trip.
 
-`wmse_tf/train.py` turns absl flags into one `TrainConfig`; everything below it takes
-the config (or plain arguments), never flags. `validate()` checks the values that can
-be checked without data or devices; `validate_replicas(n)` checks the batch split once
-the number of replicas is known. Both raise `ConfigError` whose message starts with
-the offending flag, e.g. `--w_size=64: must be larger than --emb=64 ...`.
-A config may hold `auto` values (stem, mixed_precision, jit_compile; 0 steps per
-execution); `wmse_tf.training.resolve.resolve(cfg)` replaces them from the hardware.
-This module imports no TensorFlow and no model code: the names it checks come from
-the TF-free `datasets_info`, `augment_config`, `archs` and `methods`.
+`wmse_tf/train.py` turns absl flags into one `TrainConfig`; everything below it takes the config (or plain
+arguments), never flags. `validate()` checks the values that can be checked without data or devices;
+`validate_replicas(n)` checks the batch split once the number of replicas is known. Both raise `ConfigError`
+whose message starts with the offending flag, e.g. `--w_size=64: must be larger than --emb=64 ...`. A config
+may hold `auto` values (stem, mixed_precision, jit_compile; 0 steps per execution);
+`wmse_tf.training.resolve.resolve(cfg)` replaces them from the hardware. This module imports no TensorFlow and
+no model code: the names it checks come from the TF-free `datasets_info`, `augment_config`, `archs`, `methods`.
 
 Example:
   >>> cfg = TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64).validate()
@@ -58,11 +56,10 @@ def parse_duration(text, flag="time_budget"):
 class TrainConfig:
     """One training run. Batch sizes count images (before views), over ALL replicas.
 
-    Groups: data (dataset .. cache), augmentation (`augment`, resolved recipe),
-    model (method .. byol_tau), optimization (batch_size .. momentum), distribution
-    and speed (strategy .. steps_per_execution), run (model_dir .. verbose).
-    `stem`, `mixed_precision` and `jit_compile` may be "auto" and `steps_per_execution`
-    0 (auto) until `wmse_tf.training.resolve.resolve` replaces them (see `resolved`).
+    Groups: data (dataset .. cache), augmentation (`augment`), model (method .. byol_tau), optimization
+    (batch_size .. momentum), distribution and speed (strategy .. steps_per_execution), run (model_dir ..
+    knn_metric), training health (on_unhealthy .. force_resume). `stem`, `mixed_precision`, `jit_compile` may be
+    "auto" and `steps_per_execution` 0 until `wmse_tf.training.resolve.resolve` replaces them (`resolved`).
     """
 
     dataset: str = "cifar10"
@@ -121,6 +118,10 @@ class TrainConfig:
     verbose: int = 1
     bn_per_view: bool = False  # encoder once per view (BatchNorm per view, the reference) vs once on all
     knn_metric: str = "cosine"  # k-NN monitor: cosine | euclidean (the reference's)
+    on_unhealthy: str = "warn"  # training health (wmse_tf.training.health): warn | stop
+    health_every: int = 0  # health checks also every N steps (0: epoch ends and budget re-plans only)
+    health_images: int = 2048  # the fixed batch of un-augmented training images checked (0: no checks)
+    force_resume: bool = False  # resume a run stopped unhealthy although no flag changed
 
     def __post_init__(self):
         if self.augment is None:
@@ -151,6 +152,7 @@ class TrainConfig:
             _fail("jit_compile", self.jit_compile, "allowed: auto, true, false")
         _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _check_choice("knn_metric", self.knn_metric, ("cosine", "euclidean"))
+        _check_choice("on_unhealthy", self.on_unhealthy, ("warn", "stop"))
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.num_views < 2:
             _fail("num_views", self.num_views, "need at least 2 views per image (allowed: >= 2)")
@@ -160,7 +162,7 @@ class TrainConfig:
                 _fail(name, getattr(self, name), "must be >= 1")
         for name in ("steps_per_epoch", "warmup", "eval_every", "checkpoint_every", "cpu_replicas",
                      "knn_train_images", "knn_test_images", "export_version", "shuffle_buffer",
-                     "steps_per_execution"):  # steps_per_execution 0 = auto
+                     "steps_per_execution", "health_every", "health_images"):  # steps_per_execution 0 = auto
             if getattr(self, name) < 0:
                 _fail(name, getattr(self, name), "must be >= 0")
         if not self.lr > 0:
@@ -267,7 +269,6 @@ class TrainConfig:
     def from_json(cls, path):
         """Loads a saved flags.json (e.g. to rebuild a model for evaluation)."""
         import tensorflow as tf  # gfile reads local and gs:// paths alike
-
         with tf.io.gfile.GFile(path) as f:
             return cls.from_dict(json.load(f))
 

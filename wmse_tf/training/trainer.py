@@ -23,11 +23,11 @@ from wmse_tf import io as atomic_io, methods
 from wmse_tf.core import encoders
 from wmse_tf.data import datasets as data, pipeline
 from wmse_tf.training import (budget as budget_lib, callbacks as cb, checkpoint as ckpt_lib, config as config_lib,
-                              distribute, lock as lock_lib, resolve, run_log, schedules)
+                              distribute, health, lock as lock_lib, resolve, run_log, schedules)
 from wmse_tf.training.loop import LoopState, TrainLoop
 
 log = logging.getLogger(__name__)
-EXIT_OK, EXIT_CONFIG, EXIT_NAN, EXIT_IO = 0, 2, 3, 4  # a signal stop exits with 128 + signal number
+EXIT_OK, EXIT_CONFIG, EXIT_NAN, EXIT_IO = 0, 2, 3, 4  # 5 unhealthy (health.EXIT_UNHEALTHY), 128 + signal
 
 
 def build_model(cfg, total_steps=None):
@@ -139,15 +139,17 @@ def export(cfg, encoder, results):
         overwrite=bool(cfg.export_version))
 
 
-def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe, plan=None):
+def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe, plan=None, force_warn=False):
     """The run's CallbackList (order matters, see wmse_tf.training.callbacks; with --time_budget it
-    holds a budget.TimeBudget) and its KnnMonitor."""
+    holds a budget.TimeBudget; health.HealthMonitor unless --health_images=0) and its KnnMonitor."""
     hints = dict(w_eps=cfg.w_eps, w_size=cfg.w_size, emb=cfg.emb, lr=cfg.lr)
     callbacks = [cb.Throughput(state, cfg.batch_size, schedule),
                  cb.NaNGuard(state, hints, cfg.steps_per_execution)]
     monitor = knn_monitor(cfg, model.encoder, state)
     if monitor is not None:
         callbacks.append(monitor)
+    checks = health.monitor(cfg, model, state, chief, force_warn)  # before the log writers: adds its keys
+    callbacks += [checks] if checks else []
     if chief:
         callbacks += [run_log.MetricsLog(cfg.model_dir, state),
                       run_log.TensorBoardScalars(os.path.join(cfg.model_dir, "tb"), state, cfg.log_every)]
@@ -157,6 +159,8 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
     if cfg.time_budget:  # after the epoch-end work it measures, before the progress bar
         plan_path = os.path.join(cfg.model_dir, budget_lib.PLAN_NAME) if chief else None
         callbacks.append(budget_lib.TimeBudget(cfg.time_budget, schedule, state, plan_path, plan))
+        if checks:  # its mid-epoch re-plans trigger a health check
+            checks.budget = callbacks[-1]
     verbose = cfg.verbose if chief else 0
     if verbose:
         callbacks.append(keras.callbacks.ProgbarLogger())
@@ -165,7 +169,8 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
 
 
 def run(cfg):
-    """Trains as `cfg` says; returns the exit code (0 done, 2 config/locked, 3 NaN, 4 write failed, 128+sig)."""
+    """Trains as `cfg` says; returns the exit code (0 done, 2 config/locked, 3 NaN, 4 write failed, 5 unhealthy,
+    128+sig)."""
     cfg = resolve.resolve(cfg)  # a config built in code may hold "auto" values
     strategy = distribute.make_strategy(cfg.strategy, cfg.devices, cfg.cpu_replicas, cfg.tpu)
     cfg.validate_replicas(strategy.num_replicas_in_sync)
@@ -196,6 +201,7 @@ def run(cfg):
 def _run(cfg, strategy, chief, scratch):
     """The body of `run`, with model_dir locked."""
     resuming = check_resume(cfg, cfg.model_dir)
+    forced = resuming and health.check_resume(cfg, cfg.model_dir)  # refuses a stopped-unhealthy run as it was
     spe = steps_per_epoch(cfg, count_images(cfg, cfg.model_dir if chief else None))
     total = cfg.epochs * spe
     plan = budget_lib.read_plan(cfg.model_dir) if resuming and cfg.time_budget else None
@@ -230,17 +236,23 @@ def _run(cfg, strategy, chief, scratch):
         loop = TrainLoop(model, strategy, ssl_input(cfg, strategy, step), spe,
                          cfg.steps_per_execution, cfg.jit_compile)
         callbacks, monitor = make_callbacks(cfg, model, state, checkpointer, chief,
-                                            None if chief else scratch, schedule, spe, plan)
+                                            None if chief else scratch, schedule, spe, plan, forced)
         start = time.time()
         logs = loop.run(cfg.epochs, callbacks, initial_step=step, state=state) if step < state.total_steps else {}
         budget = next((c for c in callbacks.callbacks if isinstance(c, budget_lib.TimeBudget)), None)
-        return finish(cfg, model, state, logs, monitor, chief, time.time() - start, budget)
+        checks = next((c for c in callbacks.callbacks if isinstance(c, health.HealthMonitor)), None)
+        return finish(cfg, model, state, logs, monitor, chief, time.time() - start, budget, checks)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
 
-def finish(cfg, model, state, logs, monitor, chief, seconds, budget=None):
+def finish(cfg, model, state, logs, monitor, chief, seconds, budget=None, checks=None):
     """Reports the stop reason; on success saves/exports the encoder and results.json."""
+    if state.stop_reason == health.STOPPED:  # checkpoint written; results.json says why, no encoder
+        if chief:
+            ckpt_lib.write_json_atomic(os.path.join(cfg.model_dir, "results.json"),
+                                       health.stopped_results(state, checks, seconds))
+        return health.EXIT_UNHEALTHY
     if state.stop_reason == "nan":
         print(f"error: {state.stop_detail}", file=sys.stderr, flush=True)
         return EXIT_NAN
@@ -253,6 +265,8 @@ def finish(cfg, model, state, logs, monitor, chief, seconds, budget=None):
                "steps_done": state.step, "epochs_done": round(state.step / state.steps_per_epoch, 2)}
     if budget is not None:
         results.update(budget.summary())
+    if checks is not None:
+        results["health"] = checks.summary()
     if not chief:
         return EXIT_OK
     results["encoder"] = save_encoder(model.encoder, cfg.model_dir)

@@ -1,0 +1,138 @@
+"""Training health (wmse_tf/evaluation/health.py, wmse_tf/training/health.py): the effective rank
+against a float64 SVD on constructed spectra, the warning's text, a normalized-MSE run flagged and
+stopped (and not resumed as it was), a healthy W-MSE run not flagged, the offline value equal to the
+online one. Runs use configs/smoke.flags (16x16 synthetic images, ResNet-18 of width 4)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from wmse_tf import train
+from wmse_tf.evaluation import health
+from wmse_tf.training import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "configs", "smoke.flags")
+
+
+def constructed(spectrum, n=200, seed=0):
+    """A matrix [n, len(spectrum)] with exactly these singular values (random orthonormal U, V)."""
+    rng = np.random.default_rng(seed)
+    d = len(spectrum)
+    u, _ = np.linalg.qr(rng.normal(size=(n, d)))
+    v, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return (u * np.asarray(spectrum, np.float64)) @ v.T
+
+
+def rankme_reference(s, eps=1e-7):
+    p = np.asarray(s, np.float64) / np.sum(s) + eps
+    return np.exp(-np.sum(p * np.log(p)))
+
+
+@pytest.mark.parametrize("spectrum, expected", [
+    (np.ones(32), 32.0),  # full rank, flat spectrum
+    (np.r_[np.ones(5), np.zeros(27)], 5.0),  # rank 5
+    (np.r_[3.0, np.zeros(31)], 1.0),  # collapsed: one direction
+    (np.r_[np.ones(4) * 10, np.ones(12) * 1e-4, np.zeros(16)], None),  # rank 4 plus noise
+    (2.0 ** -np.arange(32.0), None),  # geometric decay
+])
+def test_effective_rank_matches_a_float64_svd_on_constructed_spectra(spectrum, expected):
+    x = constructed(spectrum)
+    got = health.effective_rank(x.astype(np.float32))
+    ref_svd = rankme_reference(np.linalg.svd(x, compute_uv=False))
+    assert got == pytest.approx(ref_svd, rel=1e-5)
+    assert got == pytest.approx(rankme_reference(np.sort(spectrum)[::-1]), rel=1e-5)
+    if expected is not None:
+        assert got == pytest.approx(expected, rel=1e-4)
+    assert np.isnan(health.effective_rank(np.full((8, 4), np.nan)))  # a NaN batch is not "healthy"
+
+
+def test_std_of_l2_normalized_is_zero_at_collapse_and_one_over_sqrt_d_when_spread():
+    rng = np.random.default_rng(0)
+    assert health.std_of_l2_normalized(np.tile(rng.normal(size=(1, 16)), (100, 1))) == pytest.approx(0, abs=1e-9)
+    spread = health.stats(rng.normal(size=(20000, 64)), rng.normal(size=(20000, 16)))
+    assert spread["emb_std_rel"] == pytest.approx(1.0, abs=0.02)
+    assert spread["rank_feat"] == pytest.approx(64, rel=0.02) and spread["emb_dim"] == 16
+
+
+def test_warning_names_what_was_seen_and_the_flags_to_change():
+    from wmse_tf.training import health as training_health
+
+    cfg = config_lib.TrainConfig(dataset="digits", emb=32, w_size=128, w_eps=1e-3, batch_size=256, warmup=100)
+    t = training_health.Thresholds(after_step=100)
+    row = {"step": 338, "rank_feat": 9.0, "rank_emb": 3.0, "emb_dim": 32, "emb_std_rel": 0.7, "whiten_cond": 2908.0}
+    assert training_health.findings(dict(row, step=100), None, t) == []  # not during warmup
+    seen = training_health.findings(row, 20.0, t)
+    assert {kind for kind, _ in seen} == {"cond", "rank_emb", "rank_drop"}
+    text = training_health.message(cfg, 338, seen, stopped=False)
+    assert "\n" not in text and text.startswith("warning: training looks unhealthy at step 338")
+    for part in ("2.91e+03", "--emb (now 32)", "--w_size", "--w_eps (now 0.001)", "--warmup (now 100)",
+                 "--lr", "--on_unhealthy=stop"):
+        assert part in text, part
+    normmse = training_health.message(config_lib.TrainConfig(dataset="digits", method="normmse"), 9, seen, True)
+    assert "--method=wmse" in normmse and "--force_resume" in normmse
+
+
+def smoke_config(model_dir, *args):
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train", f"--flagfile={SMOKE}", f"--model_dir={model_dir}", "--verbose=0", "--eval_every=0",
+                 "--health_every=2", *args])
+    try:
+        return train.config_from_flags()
+    finally:
+        train.FLAGS.unparse_flags()
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# Normalized MSE (no whitening) at a high learning rate collapses within a few steps of the smoke run.
+NORMMSE = ("--method=normmse", "--lr=0.02", "--steps_per_epoch=8", "--epochs=3")
+
+
+def test_normalized_mse_is_flagged_stopped_and_not_resumed_as_it_was(tmp_path, capsys):
+    import tensorflow as tf
+
+    from wmse_tf.training import health as training_health, trainer
+
+    run = tmp_path / "run"
+    assert trainer.run(smoke_config(run, *NORMMSE, "--on_unhealthy=stop")) == training_health.EXIT_UNHEALTHY
+    err = capsys.readouterr().err
+    assert "warning: training looks unhealthy" in err and "--method=wmse" in err and "stopped" in err
+    results = _json(run / "results.json")
+    step = results["step"]
+    assert results["stopped"] == "unhealthy" and results["health"]["first_unhealthy_step"] == step
+    assert 4 < step < 24 and "collapse" in results["reason"]  # after the warmup (4 steps), before the end
+    assert tf.train.latest_checkpoint(str(run)).endswith(f"ckpt-{step}")
+    assert not os.path.exists(run / "encoder.keras")
+    rows = [json.loads(line) for line in open(run / "health.jsonl")]
+    assert rows[-1]["step"] == step and rows[-1]["unhealthy"] and not any(r["unhealthy"] for r in rows[:-1])
+    with pytest.raises(config_lib.ConfigError, match="stopped as unhealthy.*--force_resume"):
+        trainer.run(smoke_config(run, *NORMMSE, "--on_unhealthy=stop"))
+    assert trainer.run(smoke_config(run, *NORMMSE, "--on_unhealthy=stop", "--force_resume")) == 0  # warns only
+    assert _json(run / "results.json")["step"] == 24
+
+
+def test_healthy_wmse_run_is_not_flagged_and_offline_rank_equals_online(tmp_path, capsys):
+    from wmse_tf.evaluation import evaluator, plots
+    from wmse_tf.training import trainer
+
+    run = tmp_path / "run"
+    assert trainer.run(smoke_config(run, "--on_unhealthy=stop")) == 0
+    assert "unhealthy" not in capsys.readouterr().err
+    results = _json(run / "results.json")
+    final = results["health"]["final"]
+    assert results["health"]["first_unhealthy_step"] is None and final["step"] == results["step"] == 12
+    assert {"rank_feat", "rank_emb", "emb_std_l2"} <= set(results["final"])  # the last epoch's logs
+    header = open(run / "log.csv").readline().strip().split(",")
+    assert {"rank_feat", "rank_emb", "emb_std_l2"} <= set(header)
+    offline = evaluator.evaluate(str(run), evaluator.EvalConfig(probe=None, knn=("cosine:5",), progress=False,
+                                                                rank_images=results["health"]["images"]))
+    assert offline["effective_rank"] == pytest.approx(final["rank_feat"], rel=1e-3)
+    assert "effective rank (RankMe)" in evaluator.format_table(offline)
+    png = plots.training_curves(str(run), str(tmp_path / "curves.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
