@@ -21,7 +21,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNN_SPECS = ("euclidean:5", "cosine:5")  # euclidean:5 is the reference's k-NN
-FINAL_KEYS = ("loss", "emb_std", "whiten_cond", "whiten_ok", "step_ok", "knn_acc")
+FINAL_KEYS = ("loss", "emb_std", "whiten_cond", "whiten_ok", "step_ok", "knn_acc", "rank_feat", "rank_emb", "emb_std_l2")
 
 
 class TrainingStopped(Exception):
@@ -281,6 +281,7 @@ def summarize_eval(res, conf):
             **{f"knn_{spec.replace(':', '')}": res["knn"][spec]["top1"] for spec in conf.knn},
             "num_train": res.get("num_train"), "num_test": res.get("num_test"),
             "num_features": res.get("num_features"), "seconds": res.get("seconds"),
+            "effective_rank": res.get("effective_rank"),  # RankMe of the frozen features (wmse_tf.evaluation.health)
             "protocol": f"frozen features of the un-augmented test-time images; linear: "
                         f"{eval_lib.protocol(conf.probe)}; k-NN: {', '.join(conf.knn)} (majority vote)"}
 

@@ -1,7 +1,8 @@
 """`bench.table1 --report`: finished cells -> markdown table, the paper's claims, curve PNGs.
 
 Reads the results JSON of every finished cell (those of the same settings: flagfile,
-train args, probe epochs), averages over seeds (mean ± sample standard deviation), fills
+train args, probe epochs), averages over seeds (mean ± sample standard deviation; the
+effective rank column is RankMe of the frozen features, `wmse_tf.evaluation.health`), fills
 the marked sections of docs/results.md (text outside the markers is kept) and draws
 accuracy against epochs and against wall-clock seconds per method and budget.
 
@@ -71,7 +72,7 @@ def aggregate(records):
     for key, recs in groups.items():
         ok = [r for r in recs if r["status"] == "ok"]
         g = {"label": recs[0]["label"], "records": recs, "n": len(ok), "nan": len(recs) - len(ok)}
-        for metric, _ in METRICS + (("knn_cosine5", ""),):
+        for metric, _ in METRICS + (("knn_cosine5", ""), ("effective_rank", "")):
             g[metric] = summary([r["eval"].get(metric) for r in ok])
         g["wall"] = summary([r["train"]["wall_seconds"] for r in recs if "train" in r])
         g["epochs"] = summary([passes(r, r["train"]["step"]) for r in recs if r.get("train", {}).get("step")])
@@ -85,17 +86,23 @@ def pct(s):
     return "-" if not n else f"{100 * mean:.2f} ± {100 * sd:.2f}"
 
 
+def rank_text(s):
+    """Mean effective rank (RankMe) of the frozen features, '-' for cells evaluated before it was recorded."""
+    n, mean, sd = s
+    return "-" if not n else f"{mean:.1f} ± {sd:.1f}"
+
+
 def table_md(groups, rows):
     order = {r.key: i for i, r in enumerate(rows)}
     lines = ["| method | budget | seeds | epochs (passes) | training wall s | linear top-1 (%) | "
-             "5-NN Euclidean (%) | 5-NN cosine (%) |", "|---|---|---|---|---|---|---|---|"]
+             "5-NN Euclidean (%) | 5-NN cosine (%) | effective rank |", "|---|---|---|---|---|---|---|---|---|"]
     budgets = {b: i for i, b in enumerate(budgets_of(groups) + ["-"])}
     for (row, budget), g in sorted(groups.items(), key=lambda kv: (budgets[kv[0][1]], order.get(kv[0][0], 99))):
         seeds = f"{g['n']}" + (f" (+{g['nan']} NaN)" if g["nan"] else "")
         ep = "-" if not g["epochs"][0] else f"{g['epochs'][1]:.2f}"
         wall = "-" if not g["wall"][0] else f"{g['wall'][1]:.0f}"
         lines.append(f"| {g['label']} | {budget} | {seeds} | {ep} | {wall} | {pct(g['linear_top1'])} | "
-                     f"{pct(g['knn_euclidean5'])} | {pct(g['knn_cosine5'])} |")
+                     f"{pct(g['knn_euclidean5'])} | {pct(g['knn_cosine5'])} | {rank_text(g['effective_rank'])} |")
     return "\n".join(lines)
 
 

@@ -121,7 +121,8 @@ def test_zoo_evaluate_checks_registered_metrics(built, capsys):
     model_dir = os.path.join(tmp, "exports", "tiny_digits")
     ok, rows, problems = zoo_evaluate.check(model_dir, registry_path=registry, tolerance=0.02, progress=False)
     assert ok, problems
-    assert [r[0] for r in rows] == ["linear top1", "linear top5", "k-NN euclidean:5"]
+    assert [r[0] for r in rows] == ["linear top1", "linear top5", "k-NN euclidean:5", "effective rank of 32 feat."]
+    assert rows[-1][1] is None and 1 <= rows[-1][2] <= 32  # reported beside the accuracies, not checked
     worse = json.load(open(registry))
     worse["models"][0]["metrics"]["knn"]["euclidean:5"]["top1"] += 0.3
     worse_path = os.path.join(tmp, "worse.json")

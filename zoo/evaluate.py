@@ -7,7 +7,8 @@ Evaluates with the protocol recorded in zoo/models.json (linear-probe epochs and
 settings, k-NN specs, splits) and compares each registered accuracy: exit status 1
 when a measured value is below the registered one minus `--tolerance` (absolute,
 in [0, 1]), or when a file's sha256 differs from the registry (unless
---nocheck_hashes); 0 otherwise. Prints a comparison table.
+--nocheck_hashes); 0 otherwise. Prints a comparison table and, beside it, the effective rank
+(RankMe) of the frozen features (`wmse_tf.evaluation.health`, as a training run's health checks).
 """
 
 import sys
@@ -62,7 +63,8 @@ def compare(registered, measured, tolerance):
 
 def check(model_path, name=None, registry_path=zoo.REGISTRY, tolerance=0.01, data_dir=None,
           check_hashes=True, progress=True):
-    """Returns (ok, rows, problems); see the module docstring."""
+    """Returns (ok, rows, problems); see the module docstring. The rows end with the effective rank
+    (registered None, ok True: it is reported, not checked)."""
     from wmse_tf.evaluation import evaluator as eval_lib
     from wmse_tf.export import saved_model as export
 
@@ -81,6 +83,8 @@ def check(model_path, name=None, registry_path=zoo.REGISTRY, tolerance=0.01, dat
     results = eval_lib.evaluate(version_dir, eval_config_for(entry["metrics"], data_dir, progress))
     rows = compare(entry["metrics"], results, tolerance)
     problems += [f"{m}: {got:.4f} < registered {reg:.4f} - {tolerance}" for m, reg, got, ok in rows if not ok]
+    if results.get("effective_rank") is not None:
+        rows.append((f"effective rank of {results['num_features']} feat.", None, results["effective_rank"], True))
     return not problems, rows, problems
 
 
@@ -110,6 +114,9 @@ def main(argv):
                                FLAGS.check_hashes, FLAGS.progress)
     print(f"{'metric':<28} {'registered':>10} {'measured':>10}")
     for metric, reg, got, good in rows:
+        if reg is None:  # reported, not registered: the effective rank of the features
+            print(f"{metric:<28} {'-':>10} {got:>10.2f}   (RankMe; reported, not checked)")
+            continue
         print(f"{metric:<28} {100 * reg:>9.2f}% {100 * got:>9.2f}%  {'ok' if good else 'WORSE'}")
     for p in problems:
         print(f"FAIL: {p}", file=sys.stderr)
