@@ -87,6 +87,12 @@ def test_train_command_offline_prints_one_error_line_and_exits_2(tmp_path):
     assert not os.path.exists(data_dir) or os.listdir(data_dir) == []
 
 
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "fashion_mnist"])
+def test_every_tfds_dataset_of_ours_has_urls_to_probe(name, tmp_path):
+    urls = list(wtfds.builder(name, str(tmp_path)).url_infos or ())  # TFDS's registered checksums
+    assert urls and all(download_host.endpoint(u) for u in urls), urls
+
+
 def test_mocked_tfds_data_needs_no_network(refused_network):
     with tfds.testing.mock_data(num_examples=3):  # users' offline tests keep working
         images = np.stack([x.numpy() for x, _ in data.load("cifar10", "train")])
