@@ -50,6 +50,7 @@ bench: setup
 	$(PY) -m bench.profile_step
 	$(PY) -m bench.methods
 	$(PY) -m bench.demo_step
+	$(PY) -m bench.extract
 
 clean:
 	rm -rf $(VENV) runs

@@ -203,3 +203,25 @@ def test_committed_exports_parity_on_the_full_test_split(name):
             assert check["vs_float32_graph"]["max_abs"] < formats.TOLERANCE, file
         for key in ("vs_serving_default", "vs_float32_graph"):
             assert check[key]["cosine_min"] == pytest.approx(record["parity"][key]["cosine_min"], abs=1e-6), file
+
+
+def test_export_formats_flag_errors_come_before_any_work(tmp_path, capsys):
+    """--export_formats of train, demo and zoo.build: a format or quantization they do not offer is one
+    error line, exit 2, before training (nothing is written under the model dir)."""
+    from wmse_tf import demo, train
+    from zoo import build
+
+    smoke = os.path.join(ROOT, "configs", "smoke.flags")
+    base = [f"--flagfile={smoke}", f"--model_dir={tmp_path}/run", f"--export_dir={tmp_path}/exports"]
+    cases = [(train.main, ["train", *base, "--export_formats=onnx:float16"], "--export_formats=onnx:float16"),
+             (train.main, ["train", *base[:2], "--export_formats=litert"], "needs --export_dir"),
+             (demo.main, ["demo", *base, "--export_formats=coreml"], "--format=coreml")]
+    for main, argv, message in cases:
+        code, _, err = helpers.run_command(main, argv, capsys)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(lines) == 1 and message in lines[0], err
+    with helpers.own_flags(build.define_flags):
+        code, _, err = helpers.run_command(build.main, ["build", "--name=wmse2_fashion_mnist",
+                                                        "--export_formats=onnx:float16"], capsys)
+    assert code == 2 and "--quantize=float16" in err, err
+    assert not os.path.exists(tmp_path / "run") and not os.path.exists(tmp_path / "exports")

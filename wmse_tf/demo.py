@@ -86,24 +86,23 @@ def evaluate_all(cfg, probe_epochs, limit_train, limit_test, pixels=True):
     econf = eval_lib.EvalConfig(data_dir=cfg.data_dir, probe=ProbeConfig(epochs=probe_epochs, progress=True),
                                 knn=KNN_SPECS, limit_train=limit_train or None,
                                 limit_test=limit_test or None, progress=True)
-    rows, test_feats = {}, {}
+    sets = {}
     names = [("W-MSE encoder", False), ("same encoder, random weights", True)]
     for name, random_init in names:
         print(f"\n[eval] {name}: features of {meta.train_split} and {meta.test_split}", flush=True)
         model = eval_lib.open_model(cfg.model_dir, random_init=random_init, seed=cfg.seed)
         train = eval_lib.eval_split(model, cfg.dataset, meta.train_split, econf, econf.limit_train)
         test = eval_lib.eval_split(model, cfg.dataset, meta.test_split, econf, econf.limit_test)
-        print(f"[eval] {name}: linear probe ({probe_epochs} epochs) and 5-NN", flush=True)
-        rows[name] = eval_lib.evaluate_features(*train, *test, econf, meta.num_classes)
-        rows[name].update(num_train=len(train[1]), num_test=len(test[1]), num_features=int(train[0].shape[1]))
-        test_feats[name] = test
+        sets[name] = (*train, *test)
     if pixels:
-        print("\n[eval] raw pixels: linear probe and 5-NN", flush=True)
-        train = pixel_features(cfg.dataset, meta.train_split, cfg.data_dir, limit_train)
-        test = pixel_features(cfg.dataset, meta.test_split, cfg.data_dir, limit_test)
-        rows["raw pixels"] = eval_lib.evaluate_features(*train, *test, econf, meta.num_classes)
-        rows["raw pixels"].update(num_train=len(train[1]), num_test=len(test[1]),
-                                  num_features=int(train[0].shape[1]))
+        sets["raw pixels"] = (*pixel_features(cfg.dataset, meta.train_split, cfg.data_dir, limit_train),
+                              *pixel_features(cfg.dataset, meta.test_split, cfg.data_dir, limit_test))
+    print(f"\n[eval] {', '.join(sets)}: linear probes ({probe_epochs} epochs, trained together) and 5-NN",
+          flush=True)
+    rows = eval_lib.evaluate_feature_sets(sets, econf, meta.num_classes)
+    for name, (train_x, train_y, _, test_y) in sets.items():
+        rows[name].update(num_train=len(train_y), num_test=len(test_y), num_features=int(train_x.shape[1]))
+    test_feats = {name: (s[2], s[3]) for name, s in sets.items() if name != "raw pixels"}
     return rows, test_feats, econf
 
 
@@ -161,8 +160,10 @@ def export_model(cfg, export_dir, metrics):
 
 
 def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", map_points=2000,
-        pixels=True, export_dir="zoo/exports"):
-    """The whole demo for a TrainConfig; returns (exit code, results dict or None)."""
+        pixels=True, export_dir="zoo/exports", export_formats=()):
+    """The whole demo for a TrainConfig; returns (exit code, results dict or None).
+
+    `export_formats`: [(format, quantize)] written beside the SavedModel (wmse_tf.export.formats)."""
     from wmse_tf.evaluation import plots
     from wmse_tf.export import saved_model as export
     from wmse_tf.training import trainer
@@ -204,6 +205,11 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     metrics = {"protocol": protocol, "rows": rows, "training": train_results}
     print("\n[export]", flush=True)
     version_dir = export_model(cfg, export_dir, metrics)
+    if export_formats:
+        from wmse_tf.export import formats
+
+        for name, record in formats.export_formats(version_dir, export_formats).items():
+            print(f"  {name}: max |diff| {record['parity']['vs_float32_graph']['max_abs']:.2g} to the float32 graph")
     results = {
         "table": table, "protocol": protocol, "rows": rows, "training": train_results,
         "seconds": {"train": round(t_train, 1), "evaluate": round(t_eval, 1),
@@ -241,8 +247,10 @@ def main(argv):
     cfg, code = train_cli.config_or_exit(argv)
     if cfg is None:
         return code
+    from wmse_tf.export import variants
+
     code, _ = run(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test, FLAGS.map,
-                  FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir)
+                  FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir, variants.parse(FLAGS.export_formats))
     return code
 
 

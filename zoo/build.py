@@ -45,6 +45,8 @@ def define_flags():
     flags.DEFINE_integer("limit_train", None, "Evaluate on the first N training images only (quick checks).")
     flags.DEFINE_integer("limit_test", None, "Evaluate on the first N test images only (quick checks).")
     flags.DEFINE_bool("dry_run", False, "Print the training commands and stop.")
+    flags.DEFINE_list("export_formats", [], "Also write these beside the SavedModel, with parity on the full "
+                      "test split (python -m zoo.export): onnx, litert, litert:float16, litert:int8, onnx:int8.")
 
 
 def train_command(entry, run_dir, data_dir=None, extra=()):
@@ -94,8 +96,10 @@ def check_export(run_dir, version_dir, dataset, data_dir=None):
 
 
 def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=False, extra=(),
-          eval_config=None):
-    """Builds one entry; returns the registry entry as updated."""
+          eval_config=None, export_formats=()):
+    """Builds one entry; returns the registry entry as updated.
+
+    `export_formats`: [(format, quantize)] written beside the SavedModel (zoo.export), registered too."""
     from wmse_tf.core import encoders
     from wmse_tf.evaluation import evaluator as eval_lib
     from wmse_tf.export import saved_model as export
@@ -130,7 +134,18 @@ def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=
               "export": _display_path(version_dir), "num_features": results["num_features"],
               "built": {"date": datetime.date.today().isoformat(), "train_seconds": train_seconds,
                         "epochs": run_flags.get("epochs"), "command": " ".join(train_command(entry, run_dir)[1:])}}
-    return zoo.update(name, fields, registry_path)
+    zoo.update(name, fields, registry_path)
+    if export_formats:
+        from zoo import export as zoo_export
+
+        by_format = {}
+        for fmt, q in export_formats:
+            by_format.setdefault(fmt, []).append(q)
+        for fmt, quantize in by_format.items():
+            zoo_export.export_all(version_dir, [fmt], quantize, evaluate=True, eval_epochs=eval_config.probe.epochs,
+                                  data_dir=data_dir)
+        zoo_export.register(version_dir, registry_path)
+    return zoo.find(zoo.load(registry_path), name)
 
 
 def _display_path(path):
@@ -164,6 +179,9 @@ def main(argv):
             print(" ".join(train_command(entry, os.path.join(FLAGS.runs_dir, entry["name"]), FLAGS.data_dir,
                                          FLAGS.train_arg)))
         return 0
+    from wmse_tf.export import variants
+
+    export_formats = variants.parse(FLAGS.export_formats)  # checked before any training
     eval_config = eval_lib.EvalConfig(data_dir=FLAGS.data_dir, probe=ProbeConfig(epochs=FLAGS.eval_epochs),
                                       knn=tuple(FLAGS.knn), limit_train=FLAGS.limit_train,
                                       limit_test=FLAGS.limit_test)
@@ -176,7 +194,7 @@ def main(argv):
                                        "(drop --skip_train) or set --runs_dir")
             data.prepare(entry["dataset"], FLAGS.data_dir, FLAGS.download)  # download once, here
             done = build(entry, FLAGS.runs_dir, FLAGS.export_dir, FLAGS.registry, FLAGS.data_dir,
-                         FLAGS.skip_train, FLAGS.train_arg, eval_config)
+                         FLAGS.skip_train, FLAGS.train_arg, eval_config, export_formats)
             print(f"published {done['name']} v{done['version']} at {done['export']}", flush=True)
         except errors.UserError as e:
             codes.append(cli.fail(f"{entry['name']}: {e}"))

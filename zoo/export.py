@@ -75,13 +75,13 @@ def export_all(version_dir, formats_, quantize=("none",), parity="test", parity_
                eval_epochs=500, data_dir=None):
     """Exports every format x quantization it offers; returns {file name: card record}."""
     from wmse_tf import cli
-    from wmse_tf.export import formats, portable, saved_model
+    from wmse_tf.export import formats, portable, saved_model, variants
 
     for q in quantize:  # each format gets the quantizations it offers; one offered by none is an error
-        if not any(q in formats.module_of(fmt).QUANTIZE for fmt in formats_):
-            formats.file_name(formats_[0], q)
-    names = [(fmt, q, formats.file_name(fmt, q)) for fmt in formats_ for q in quantize
-             if q in formats.module_of(fmt).QUANTIZE]
+        if not any(q in variants.quantizations(fmt) for fmt in formats_):
+            variants.file_name(formats_[0], q)
+    names = [(fmt, q, variants.file_name(fmt, q)) for fmt in formats_ for q in quantize
+             if q in variants.quantizations(fmt)]
     card = saved_model.read_card(version_dir)
     spec = portable.spec_of(card, version_dir)
     images, images_name = None, None
@@ -93,7 +93,7 @@ def export_all(version_dir, formats_, quantize=("none",), parity="test", parity_
 
         split = info.info(dataset).test_split
         with cli.about("parity", f"{dataset}:{split}"):
-            images, _ = split_images(dataset, split, spec.image_size, parity_limit)
+            images, _ = split_images(dataset, split, spec.image_size, parity_limit, data_dir)
         images_name = f"{dataset} {split}, {'first' if parity_limit else 'all'} {len(images)}"
     records = formats.export_formats(version_dir, [(fmt, q) for fmt, q, _ in names], images, images_name)
     for fmt, q, name in names:

@@ -27,7 +27,7 @@ import numpy as np
 
 from wmse_tf import io as atomic_io
 from wmse_tf.errors import UserError
-from wmse_tf.export import litert, onnx, portable, saved_model
+from wmse_tf.export import litert, onnx, portable, saved_model, variants
 
 MODULES = {"onnx": onnx, "litert": litert}
 TOLERANCE = 1e-4
@@ -35,16 +35,12 @@ PROBE_IMAGES = 64  # parity images when none are given (random uint8, seeded)
 
 
 def file_name(fmt, quantize="none"):
-    """encoder.onnx, encoder.tflite, encoder_<quantize>.<ext>."""
-    module = module_of(fmt)
-    if quantize not in module.QUANTIZE:
-        raise UserError(f"--quantize={quantize}: --format={fmt} offers {', '.join(module.QUANTIZE)}")
-    return "encoder" + ("" if quantize == "none" else f"_{quantize}") + module.SUFFIX
+    """encoder.onnx, encoder.tflite, encoder_<quantize>.<ext> (`wmse_tf.export.variants`)."""
+    return variants.file_name(fmt, quantize)
 
 
 def module_of(fmt):
-    if fmt not in MODULES:
-        raise UserError(f"--format={fmt}: choose one of {', '.join(MODULES)}")
+    variants.quantizations(fmt)  # a UserError for an unknown format
     return MODULES[fmt]
 
 
@@ -126,6 +122,8 @@ def export_formats(version_dir, variants, images=None, images_name=None):
     float32 = batched(lambda x: encoder(portable_input(x, spec), training=False).numpy(), images)
     serving = serving_features(loaded, images)
     policy = (card.get("flags") or {}).get("mixed_precision") or "float32"
+    card["exports"] = {k: v for k, v in card.get("exports", {}).items()  # drop the records of removed files
+                       if os.path.exists(os.path.join(version_dir, k))}
     records = {}
     with tempfile.TemporaryDirectory() as scratch:
         archive = portable.write_archive(encoder, spec, os.path.join(scratch, "portable"))
@@ -145,7 +143,7 @@ def export_formats(version_dir, variants, images=None, images_name=None):
                 "tensorflow": tf.__version__, "input": portable.input_contract(spec, int(float32.shape[1])),
                 "saved_model_computes_in": policy,
                 "parity": dict(check, on=images_name or f"{len(images)} images", tolerance=TOLERANCE)}
-            card.setdefault("exports", {})[name] = records[name]
+            card["exports"][name] = records[name]
             card["files"] = saved_model.file_hashes(version_dir)
             saved_model.write_json(os.path.join(version_dir, saved_model.CARD_NAME), card)
     return records

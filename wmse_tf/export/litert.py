@@ -20,9 +20,10 @@ import os
 import re
 
 from wmse_tf.errors import UserError
+from wmse_tf.export import variants
 
-QUANTIZE = ("none", "float16", "int8")
-SUFFIX = ".tflite"
+QUANTIZE = variants.FORMATS["litert"][1]
+SUFFIX = variants.FORMATS["litert"][0]
 
 
 def _interpreter():

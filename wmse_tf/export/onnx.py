@@ -22,10 +22,11 @@ import re
 import tempfile
 
 from wmse_tf.errors import UserError
+from wmse_tf.export import variants
 
-QUANTIZE = ("none", "int8")
+QUANTIZE = variants.FORMATS["onnx"][1]
 OPSET = 17
-SUFFIX = ".onnx"
+SUFFIX = variants.FORMATS["onnx"][0]
 
 
 def _require(name):
@@ -87,7 +88,7 @@ def convert(archive_dir, path, quantize="none", opset=OPSET):
     onnx = _require("onnx")
     loaded = tf.saved_model.load(archive_dir)  # kept alive: the signature reads its variables
     spec = loaded.signatures["serving_default"].structured_input_signature[1]["images"]
-    fn = tf.function(lambda images: loaded.signatures["serving_default"](images=images))
+    fn = tf.function(lambda images: loaded.signatures["serving_default"](images=images), autograph=False)
     with _errors_of("tf2onnx") as messages:
         model, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
     if messages:
