@@ -164,3 +164,26 @@ def test_wmse_beats_random_weights(tmp_path):
     ours, base = trained_vs_random(tmp_path, steps=100, epochs=100)
     assert ours["linear"]["top1"] > base["linear"]["top1"] + 0.15
     assert ours["knn"]["euclidean:5"]["top1"] > base["knn"]["euclidean:5"]["top1"] + 0.03
+
+
+def test_probes_trained_together_equal_each_trained_alone():
+    """Three feature sets of the same rows (64-d, 64-d, 20-d) in one loop: each layer's weights are
+    those of its own probe (same init, batches and Adam), up to float rounding."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    xs = [rng.normal(size=(300, d)) + np.eye(4, d)[y] for d in (64, 64, 20)]
+    cfg = linear_probe.ProbeConfig(epochs=7, batch_size=64, seed=3)
+    together = linear_probe.train_linears(xs, y, 4, cfg)
+    for x, (w, b) in zip(xs, together):
+        alone_w, alone_b = linear_probe.train_linear(x, y, 4, cfg)
+        np.testing.assert_allclose(w, alone_w, atol=1e-5)
+        np.testing.assert_allclose(b, alone_b, atol=1e-5)
+    sets = {str(i): (x[:200], y[:200], x[200:], y[200:]) for i, x in enumerate(xs)}
+    sets["other rows"] = (xs[2][100:], y[100:], xs[2][:100], y[:100])
+    conf = eval_lib.EvalConfig(probe=cfg, knn=("cosine:5", "euclidean:5"))
+    rows = eval_lib.evaluate_feature_sets(sets, conf, 4)
+    assert [rows[n]["linear"]["trained_with"] for n in sets] == [3, 3, 3, 1]
+    for name, s in sets.items():
+        alone = eval_lib.evaluate_features(*s, conf, 4)
+        assert rows[name]["linear"]["top1"] == pytest.approx(alone["linear"]["top1"], abs=1e-9)
+        assert {k: v["top1"] for k, v in rows[name]["knn"].items()} == {k: v["top1"] for k, v in alone["knn"].items()}

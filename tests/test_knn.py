@@ -121,3 +121,11 @@ def test_bad_arguments_raise():
         knn.knn_predict(bank, labels, queries, k=0)
     with pytest.raises(ValueError, match="empty memory bank"):
         knn.knn_predict(bank[:0], labels[:0], queries)
+
+
+def test_many_specs_share_one_product_and_match_each_alone():
+    bank, labels, queries = data(3, dims=5)
+    specs = [("cosine", 5, False), ("euclidean", 5, False), ("euclidean", 20, True), ("cosine", 1, False)]
+    many = knn.knn_predict_many(bank, labels, queries, specs, temperature=0.5, batch_size=16)
+    for (metric, k, weighted), pred in zip(specs, many):
+        np.testing.assert_array_equal(pred.numpy(), numpy_knn(bank, labels, queries, k, metric, weighted, 0.5))

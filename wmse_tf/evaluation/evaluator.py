@@ -160,27 +160,54 @@ def eval_split(model, dataset, split, config, limit):
 
 def evaluate_features(train_x, train_y, test_x, test_y, config=EvalConfig(), num_classes=None):
     """Linear probe, k-NN and effective rank on given features: {"linear", "knn"[, "effective_rank"]}."""
+    return evaluate_feature_sets({"": (train_x, train_y, test_x, test_y)}, config, num_classes)[""]
+
+
+def evaluate_feature_sets(sets, config=EvalConfig(), num_classes=None):
+    """`evaluate_features` of several feature sets {name: (train_x, train_y, test_x, test_y)}.
+
+    Sets of the same images (equal labels, e.g. an encoder, its random init and raw pixels) train
+    their linear probes in one loop (`linear_probe.linear_probes`), each as it would alone; every
+    set's k-NN specs share one matrix product per query chunk (`knn.knn_predict_many`)."""
     from wmse_tf.evaluation import knn
 
-    results = {}
-    if config.rank_images:
-        rows = np.asarray(train_x[:config.rank_images])
-        results.update(effective_rank=health.effective_rank(rows), effective_rank_images=len(rows))
+    results = {name: {} for name in sets}
+    for name, (train_x, train_y, test_x, test_y) in sets.items():
+        if config.rank_images:
+            rows = np.asarray(train_x[:config.rank_images])
+            results[name].update(effective_rank=health.effective_rank(rows), effective_rank_images=len(rows))
     if config.probe is not None:
-        t = time.time()
-        results["linear"] = dict(linear_probe.linear_probe(train_x, train_y, test_x, test_y, num_classes,
-                                                           config.probe),
-                                 protocol=protocol(config.probe), seconds=round(time.time() - t, 2))
-    results["knn"] = {}
-    keep = np.asarray(train_y) >= 0
-    for spec in config.knn:
-        metric, k, weighted = parse_knn(spec)
-        t = time.time()
-        pred = knn.knn_predict(train_x[keep], train_y[keep], test_x, k=k, metric=metric,
-                               weighted=weighted, temperature=config.knn_temperature)
-        results["knn"][spec] = {"top1": float(np.mean(np.asarray(pred) == np.asarray(test_y))),
-                                "seconds": round(time.time() - t, 2)}
+        for group in _same_labels(sets):
+            t = time.time()
+            scores = linear_probe.linear_probes([sets[n][0] for n in group], sets[group[0]][1],
+                                                [sets[n][2] for n in group], sets[group[0]][3], num_classes,
+                                                config.probe)
+            for name, score in zip(group, scores):  # the seconds of the probes trained together
+                results[name]["linear"] = dict(score, protocol=protocol(config.probe),
+                                               seconds=round(time.time() - t, 2), trained_with=len(group))
+    specs = [parse_knn(spec) for spec in config.knn]
+    for name, (train_x, train_y, test_x, test_y) in sets.items():
+        keep, t = np.asarray(train_y) >= 0, time.time()
+        preds = knn.knn_predict_many(np.asarray(train_x)[keep], np.asarray(train_y)[keep], test_x, specs,
+                                     temperature=config.knn_temperature) if specs else []
+        seconds = round(time.time() - t, 2)
+        results[name]["knn"] = {spec: {"top1": float(np.mean(np.asarray(pred) == np.asarray(test_y))),
+                                       "seconds": seconds} for spec, pred in zip(config.knn, preds)}
     return results
+
+
+def _same_labels(sets):
+    """Names of `sets` grouped by equal (train_y, test_y)."""
+    groups = []
+    for name, (_, train_y, _, test_y) in sets.items():
+        for group in groups:
+            first = sets[group[0]]
+            if np.array_equal(first[1], train_y) and np.array_equal(first[3], test_y):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
 
 
 def protocol(probe):
