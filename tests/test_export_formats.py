@@ -101,6 +101,19 @@ def test_missing_package_is_one_user_error_and_nothing_is_written(version_dir, m
     assert (sorted(os.listdir(version_dir)), export.read_card(str(version_dir))) == before
 
 
+def test_a_failed_card_write_takes_the_file_back(version_dir, monkeypatch):
+    """Disk full at the card: the converted file is removed, the card is as it was."""
+    before = sorted(os.listdir(version_dir)), export.read_card(str(version_dir))
+
+    def full(path, obj):
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(export, "write_json", full)
+    with pytest.raises(OSError, match="No space"):
+        formats.export_format(str(version_dir), "litert", "int8")
+    assert (sorted(os.listdir(version_dir)), export.read_card(str(version_dir))) == before
+
+
 def _cholesky_archive(directory):
     """A portable-style SavedModel whose graph holds an op with no LiteRT builtin / ONNX mapping."""
     dense = keras.layers.Dense(4)

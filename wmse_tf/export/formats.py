@@ -145,7 +145,11 @@ def export_formats(version_dir, variants, images=None, images_name=None):
                 "parity": dict(check, on=images_name or f"{len(images)} images", tolerance=TOLERANCE)}
             card["exports"][name] = records[name]
             card["files"] = saved_model.file_hashes(version_dir)
-            saved_model.write_json(os.path.join(version_dir, saved_model.CARD_NAME), card)
+            try:
+                saved_model.write_json(os.path.join(version_dir, saved_model.CARD_NAME), card)
+            except BaseException:  # the card is unchanged: take back the file it does not list
+                os.remove(target)
+                raise
     return records
 
 
