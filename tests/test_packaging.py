@@ -10,11 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 
 import pytest
 from packaging.requirements import Requirement
+
+tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml (tomllib)")
 
 import wmse_tf
 from wmse_tf import resources
@@ -109,17 +110,17 @@ def wheel(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(out), str(src)], check=True, capture_output=True, timeout=300)
     (path,) = out.glob("wmse_tf-*.whl")
-    return path
+    return path, src
 
 
 def test_wheel_carries_the_flagfiles_and_the_zoo_registry(wheel):
+    wheel, src = wheel  # src: the checkout's files as copied for the build
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-        for f in os.listdir(os.path.join(ROOT, "configs")):
-            with open(os.path.join(ROOT, "configs", f), "rb") as original:
-                assert z.read(f"wmse_tf/_resources/configs/{f}") == original.read(), f
-        with open(os.path.join(ROOT, "zoo", "models.json"), "rb") as original:
-            assert z.read("wmse_tf/_resources/zoo/models.json") == original.read()
+        assert sorted(os.listdir(src / "configs")) == sorted(os.listdir(os.path.join(ROOT, "configs")))
+        for f in os.listdir(src / "configs"):
+            assert z.read(f"wmse_tf/_resources/configs/{f}") == (src / "configs" / f).read_bytes(), f
+        assert z.read("wmse_tf/_resources/zoo/models.json") == (src / "zoo" / "models.json").read_bytes()
         metadata = z.read(f"wmse_tf-{wmse_tf.__version__}.dist-info/METADATA").decode()
     assert {f"wmse_tf/{p}/__init__.py" for p in SUBPACKAGES} <= names
     runtime = [Requirement(line.split(":", 1)[1]) for line in metadata.splitlines()
@@ -146,6 +147,7 @@ print(json.dumps({"modules": modules, "registry": json.load(open(resources.zoo_r
 
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_without_dev_extra_runs_train_and_every_import(wheel, tmp_path):
+    wheel, _ = wheel
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = str(venv / "bin" / "python")
