@@ -102,6 +102,9 @@ flags.DEFINE_integer("log_every", 50, "TensorBoard train/* scalars every N steps
 flags.DEFINE_string("export_dir", "", "Also export the encoder as a SavedModel under this dir.")
 flags.DEFINE_string("export_name", "", "Export model name (default wmse<views>_<dataset> for W-MSE, else <method>_<dataset>: the zoo's names).")
 flags.DEFINE_integer("export_version", 0, "Export version (0 = next free).")
+flags.DEFINE_list("export_formats", [], "Also write these beside the SavedModel export: onnx, litert, "
+                  "litert:float16, litert:int8, onnx:int8 (wmse_tf.export.formats; parity on 64 random images; "
+                  "python -m zoo.export measures it on the test split).")
 flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.")
 flags.DEFINE_bool("bn_per_view", False, "Encoder called once per view (BatchNorm statistics per view, as "
                   "the reference) instead of once on all views.")
@@ -157,6 +160,26 @@ def config_or_exit(argv):
     return cfg, None
 
 
+def export_variants(cfg):
+    """[(format, quantize)] of --export_formats, checked; a UserError without --export_dir."""
+    from wmse_tf import errors
+    from wmse_tf.export import variants
+
+    items = variants.parse(FLAGS.export_formats)
+    if items and not cfg.export_dir:
+        raise errors.UserError("--export_formats needs --export_dir (the files go beside the SavedModel)")
+    return items
+
+
+def export_formats(export_dir, name, items):
+    """ONNX / LiteRT files beside the latest SavedModel version of `<export_dir>/<name>`."""
+    import os
+
+    from wmse_tf.export import formats, saved_model
+
+    formats.export_formats(saved_model.latest_version_dir(os.path.join(export_dir, name)), items)
+
+
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO lines (e.g. per checkpoint) drown the progress bar
     cfg, code = config_or_exit(argv)
@@ -167,8 +190,12 @@ def main(argv):
     from wmse_tf.training import trainer
 
     try:
+        formats = export_variants(cfg)  # a bad --export_formats fails before training
         data.prepare(cfg.dataset, cfg.data_dir, cfg.download)  # downloads a missing TFDS dataset once
-        return trainer.run(cfg)
+        code = trainer.run(cfg)
+        if not code and formats:
+            export_formats(cfg.export_dir, cfg.export_name_or_default, formats)
+        return code
     except errors.UserError as e:  # e.g. ConfigError (model_dir of another run), DatasetNotFoundError
         return cli.fail(e)
 
