@@ -62,7 +62,8 @@ def test_warning_names_what_was_seen_and_the_flags_to_change():
 
     cfg = config_lib.TrainConfig(dataset="digits", emb=32, w_size=128, w_eps=1e-3, batch_size=256, warmup=100)
     t = training_health.Thresholds(after_step=100)
-    row = {"step": 338, "rank_feat": 9.0, "rank_emb": 3.0, "emb_dim": 32, "emb_std_rel": 0.7, "whiten_cond": 2908.0}
+    row = {"step": 338, "rank_feat": 9.0, "rank_emb": 3.0, "emb_dim": 32, "emb_std_rel": 0.7,
+           "whiten_cond": 2908.0}
     assert training_health.findings(dict(row, step=100), None, t) == []  # not during warmup
     seen = training_health.findings(row, 20.0, t)
     assert {kind for kind, _ in seen} == {"cond", "rank_emb", "rank_drop"}
@@ -136,3 +137,32 @@ def test_healthy_wmse_run_is_not_flagged_and_offline_rank_equals_online(tmp_path
     assert "effective rank (RankMe)" in evaluator.format_table(offline)
     png = plots.training_curves(str(run), str(tmp_path / "curves.png"))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_mid_epoch_budget_replan_triggers_a_check_at_most_every_tenth_of_the_budget(tmp_path):
+    import keras
+
+    from tests import helpers
+    from wmse_tf.training import budget, health as training_health
+    from wmse_tf.training.loop import LoopState
+
+    encoder = helpers.tiny_encoder()
+    model = type("M", (), {"encoder": encoder, "projector": keras.Sequential([keras.layers.Dense(4)])})()
+    cfg = config_lib.TrainConfig(dataset="digits", emb=4, w_size=32, batch_size=64, warmup=0)
+    state = LoopState(steps_per_epoch=10, epochs=3)
+    fake = type("B", (), {"budget": 1e9, "plan": None})()
+    mon = training_health.HealthMonitor(model, np.zeros((8, 16, 16, 3), np.float32), state, cfg, budget=fake)
+    mon.on_train_begin()
+
+    def replan_at(step):
+        fake.plan = budget.Plan(1e9, 30, 30, 0.1, 0.0, step, 1.0, False)
+        state.step = step
+        mon.on_train_batch_end(0, {})
+
+    replan_at(3)  # mid-epoch, first check of the run
+    replan_at(10)  # an epoch end's re-plan: the epoch end checks it, not the re-plan
+    fake.budget = 0.0  # no gap asked: every mid-epoch re-plan checks
+    replan_at(14)
+    fake.budget = 1e9  # a gap of a tenth of the budget: no check so soon after the last one
+    replan_at(15)
+    assert [r["step"] for r in mon.rows] == [3, 14]

@@ -119,14 +119,15 @@ def training_curves(model_dir, path, baselines=None, dpi=80):
 
 
 def _health_panel(ax, checks, spe):
-    """Effective ranks as fractions of their dimension, spread of the embeddings; condition number on a log axis."""
+    """Effective ranks as fractions of their dimension, spread of the embeddings; the condition number (log)."""
     ep = [r["step"] / spe for r in checks]
     series = (("rank_feat", "feat_dim", "eff. rank of features / dim"),
               ("rank_emb", "emb_dim", "eff. rank of embeddings / emb"),
               ("emb_std_rel", None, "std of L2-normalized emb. x sqrt(emb)"))
     for i, (key, dim, label) in enumerate(series):
         if all(key in r for r in checks):
-            ax.plot(ep, [r[key] / (r[dim] if dim else 1.0) for r in checks], "o-", ms=2, color=f"C{i}", label=label)
+            values = [r[key] / (r[dim] if dim else 1.0) for r in checks]
+            ax.plot(ep, values, "o-", ms=2, color=f"C{i}", label=label)
     ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.05), title="training health (fixed un-augmented batch)")
     cond = [(e, r["whiten_cond"]) for e, r in zip(ep, checks) if r.get("whiten_cond")]
     if cond:

@@ -4,8 +4,8 @@
 rank of the encoder's features and of the projector's embeddings, std of the L2-normalized
 embeddings) on a fixed batch of un-augmented training images (the first `--health_images` of the
 training split, through the eval transform) at every epoch end, every `--health_every` steps and
-after a mid-epoch re-plan of a `--time_budget` (if a tenth of the budget passed since the last check). Each check is a row of `<model_dir>/health.jsonl`
-and TensorBoard `health/*` scalars; at epoch ends the values also go into the epoch's logs (log.csv,
+after a mid-epoch re-plan of a `--time_budget` (if a tenth of the budget passed since the last
+check). Each check is a row of `<model_dir>/health.jsonl` and TensorBoard `health/*` scalars; at epoch ends the values also go into the epoch's logs (log.csv,
 log.jsonl, TensorBoard `epoch/*`, the progress bar). After warmup a check is unhealthy when it
 crosses a `Thresholds` bound (measured: docs/training.md#training-health); the run then prints one
 `warning:` line naming what was seen and the flags to try, and with `--on_unhealthy=stop` it stops:
@@ -209,7 +209,7 @@ class HealthMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step, plan = self.state.step, getattr(self.budget, "plan", None)
-        replanned = plan is not self._plan and plan is not None and plan.step % self.state.steps_per_epoch
+        replanned = plan is not None and plan is not self._plan and plan.planned_at_step % self.state.steps_per_epoch
         self._plan = plan
         # A mid-epoch re-plan checks when a tenth of the budget passed since the last check (the cost stays
         # under 2% of the demo's training: docs/training.md#training-health).
