@@ -5,7 +5,7 @@ trainer resumes a half-trained run from its checkpoints; the command is fixed in
 `plan.json` at the first start, so a resumed run gets the same key flags), then evaluates
 the encoder in this process with `wmse_tf.evaluate` (reference linear probe, 5-NN Euclidean
 and cosine, full test set). "random" cells evaluate a freshly initialized encoder of the
-same architecture, "pixels" cells the raw pixels (`wmse_tf.demo.pixel_features`).
+same architecture, "pixels" cells the raw pixels (`wmse_tf.baselines.pixel_features`).
 Wall-clock segments of every training subprocess go to `segments.json`, so the curves
 can be drawn against seconds even across kills.
 """
@@ -235,7 +235,7 @@ def evaluate_run(run_dir, data_dir, probe_epochs, seed):
 
 
 def evaluate_pixels(cfg, probe_epochs, seed):
-    from wmse_tf import demo
+    from wmse_tf.evaluation import baselines
     from wmse_tf.data import datasets as data
     from wmse_tf.evaluation import evaluator as eval_lib
     from wmse_tf.evaluation.linear_probe import ProbeConfig
@@ -243,8 +243,8 @@ def evaluate_pixels(cfg, probe_epochs, seed):
     meta = data.info(cfg["dataset"])
     conf = eval_lib.EvalConfig(probe=ProbeConfig(epochs=probe_epochs, seed=seed), knn=KNN_SPECS, progress=False)
     start = time.time()
-    train = demo.pixel_features(cfg["dataset"], meta.train_split, cfg.get("data_dir"), 0)
-    test = demo.pixel_features(cfg["dataset"], meta.test_split, cfg.get("data_dir"), 0)
+    train = baselines.pixel_features(cfg["dataset"], meta.train_split, cfg.get("data_dir"), 0)
+    test = baselines.pixel_features(cfg["dataset"], meta.test_split, cfg.get("data_dir"), 0)
     res = eval_lib.evaluate_features(*train, *test, conf, meta.num_classes)
     res.update(num_train=len(train[1]), num_test=len(test[1]), num_features=int(train[0].shape[1]),
                seconds=round(time.time() - start, 1))

@@ -114,7 +114,7 @@ class _Count(keras.callbacks.Callback):
         self.epoch_ends.append(epoch)
 
 
-def _simulate(monkeypatch, tmp_path, step_s, budget_s=120.0, spe=50, epochs=6, slow_after=None):
+def _simulate(monkeypatch, tmp_path, step_s, budget_s=120.0, spe=50, epochs=6, slow_after=None, **timing):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -124,7 +124,7 @@ def _simulate(monkeypatch, tmp_path, step_s, budget_s=120.0, spe=50, epochs=6, s
     sched = schedules.WarmupSchedule(1e-3, 20, "step", (5 * spe,), 0.2, epochs * spe)
     clock = _FakeClock(state, trace=6.0, step=step_s, end=2.0, slow_after=slow_after)
     monkeypatch.setattr(budget.time, "perf_counter", clock)
-    timer = budget.TimeBudget(budget_s, sched, state, str(tmp_path / "plan.json"))
+    timer = budget.TimeBudget(budget_s, sched, state, str(tmp_path / "plan.json"), **timing)
     count = _Count()
     loop = TrainLoop(model, strategy, strategy.experimental_distribute_dataset(ds), spe, steps_per_execution=2)
     loop.run(epochs, [clock, count, timer], state=state)
@@ -148,6 +148,18 @@ def test_a_machine_that_slows_down_mid_run_still_ends_on_time(monkeypatch, tmp_p
     assert saved["step_seconds"] == pytest.approx(0.3)  # the last plan used the recent step time
     steady = _simulate(monkeypatch, tmp_path, 0.1)[0].step
     assert state.step < steady
+
+
+@pytest.mark.parametrize("step_s", [0.4, 0.1])
+def test_the_budget_counts_the_setup_before_the_loop_and_keeps_the_reserve_free(monkeypatch, tmp_path, step_s):
+    """started_at 15 s before the loop (model build, data) and a reserve that grows with the step
+    time (the demo's evaluation): the loop ends by budget - setup - reserve, and not much earlier."""
+    reserve = lambda s: 10.0 + 40 * s  # noqa: E731
+    state, timer, clock, _, saved = _simulate(monkeypatch, tmp_path, step_s, started_at=-15.0, reserve=reserve)
+    assert clock.now + 15.0 + reserve(step_s) <= 120.0
+    assert clock.now + 15.0 + reserve(step_s) + step_s + 2.0 > 120.0 - 2 * step_s
+    assert saved["reserved_seconds"] == pytest.approx(reserve(step_s), abs=0.1) and saved["final"]
+    assert saved["elapsed_seconds"] >= 15.0  # the setup counted
 
 
 def test_a_faster_machine_trains_longer(monkeypatch, tmp_path):
@@ -180,3 +192,22 @@ def test_budget_with_multi_worker_is_a_flag_error(tmp_path):
     with pytest.raises(config.ConfigError, match="--time_budget=.*multi_worker"):
         config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, time_budget=60,
                            strategy="multi_worker").validate()
+
+
+@pytest.mark.parametrize("slowdown", [2.5, 8.0])  # per step: oneDNN on / off, against the development VM
+def test_the_demo_plan_ends_within_15_minutes_on_a_slower_cpu(monkeypatch, tmp_path, slowdown):
+    """The demo's plan on a simulated slow CPU: its step (0.2 s on the development VM) and its
+    evaluation's core-bound parts (probes, k-NN: what `cost.calibrate` times there) slowdown x
+    slower; the 11-minute demo budget, 30 s of setup before the loop. If the evaluation costs what
+    `cost.estimate` says (its MARGIN off), training + evaluation end inside 15 minutes with a margin."""
+    from wmse_tf.evaluation import cost
+
+    fixed = {k: v * slowdown for k, v in {"probes_seconds": 30.0, "knn_seconds": 12.0, "other_seconds": 3.0}.items()}
+    step_s = 0.2 * slowdown
+    reserve = lambda s: cost.estimate(fixed, s, 140000, 512)  # noqa: E731
+    demo_budget, setup = 660.0, 30.0
+    state, _, clock, _, saved = _simulate(monkeypatch, tmp_path, step_s, budget_s=demo_budget, spe=234, epochs=10,
+                                          started_at=-setup, reserve=reserve)
+    evaluation = reserve(step_s) / cost.MARGIN
+    assert setup + clock.now + evaluation <= demo_budget <= 15 * 60 - 120
+    assert state.step >= (demo_budget - setup - reserve(step_s)) / step_s - 30  # the rest went to training

@@ -26,11 +26,11 @@ import time
 
 from absl import flags, logging
 
-from wmse_tf import cli, train as train_cli  # defines the training flags
+from wmse_tf import cli, resources, train as train_cli  # train: defines the training flags
+from wmse_tf.training import config as config_lib
 
 FLAGS = flags.FLAGS
-DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs", "fashion_mnist.flags")
+DEFAULT_FLAGFILE = resources.flagfile("fashion_mnist")  # the checkout's configs/, or the wheel's copy
 flags.DEFINE_integer("probe_epochs", 500, "Linear-probe epochs (500: the reference protocol).")
 flags.DEFINE_integer("eval_limit_train", 0, "Use only the first N train images for evaluation (0 = all).")
 flags.DEFINE_integer("eval_limit_test", 0, "Use only the first N test images for evaluation (0 = all).")
@@ -38,6 +38,9 @@ flags.DEFINE_enum("map", "tsne", ["tsne", "pca"], "2-D map of test features.")
 flags.DEFINE_integer("map_points", 2000, "Test images in the 2-D map.")
 flags.DEFINE_bool("pixels", True, "Evaluate raw pixels as a baseline.")
 flags.DEFINE_string("demo_export_dir", "zoo/exports", "Export dir when --export_dir is not given.")
+flags.DEFINE_string("demo_budget", "11m", "Wall clock of the whole demo, training and evaluation (the training "
+                    "budget is what the evaluation, estimated on this machine, leaves); replaces a --time_budget "
+                    "> 0; 0: train for --time_budget. --time_budget=0 trains --epochs.")
 
 INSTALL_HINT = ("Fashion-MNIST not found. On Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` "
                 "(IDX files in /usr/share/datasets/fashion-mnist/); elsewhere: `tfds build fashion_mnist "
@@ -57,53 +60,14 @@ def check_data(cfg):
     return None
 
 
-def pixel_features(dataset, split, data_dir, limit):
-    """Raw pixels in [0, 1], flattened (the first channel only: gray images are tiled to RGB)."""
-    import numpy as np
-
-    from wmse_tf.data import datasets as data
-
-    ds = data.load(dataset, split, data_dir)
-    if limit:
-        ds = ds.take(limit)
-    x, y, gray = [], [], None
-    for images, labels in ds.batch(4096).as_numpy_iterator():
-        if gray is None:  # decided on the first batch, so that every row has the same length
-            gray = bool(np.ptp(images.astype(np.int16), axis=-1).max() == 0)
-        images = images[..., :1] if gray else images
-        x.append(images.reshape(len(images), -1).astype(np.float32) / 255.0)
-        y.append(labels)
-    return np.concatenate(x), np.concatenate(y)
-
-
-def evaluate_all(cfg, probe_epochs, limit_train, limit_test, pixels=True):
-    """{row name: results} for the encoder, random weights and raw pixels; and the test features."""
-    from wmse_tf.data import datasets as data
+def eval_config(cfg, probe_epochs, limit_train, limit_test):
+    """The demo's EvalConfig: full splits (or limits), the reference probe, 5-NN cosine and Euclidean."""
     from wmse_tf.evaluation import evaluator as eval_lib
     from wmse_tf.evaluation.linear_probe import ProbeConfig
 
-    meta = data.info(cfg.dataset)
-    econf = eval_lib.EvalConfig(data_dir=cfg.data_dir, probe=ProbeConfig(epochs=probe_epochs, progress=True),
-                                knn=KNN_SPECS, limit_train=limit_train or None,
-                                limit_test=limit_test or None, progress=True)
-    sets = {}
-    names = [("W-MSE encoder", False), ("same encoder, random weights", True)]
-    for name, random_init in names:
-        print(f"\n[eval] {name}: features of {meta.train_split} and {meta.test_split}", flush=True)
-        model = eval_lib.open_model(cfg.model_dir, random_init=random_init, seed=cfg.seed)
-        train = eval_lib.eval_split(model, cfg.dataset, meta.train_split, econf, econf.limit_train)
-        test = eval_lib.eval_split(model, cfg.dataset, meta.test_split, econf, econf.limit_test)
-        sets[name] = (*train, *test)
-    if pixels:
-        sets["raw pixels"] = (*pixel_features(cfg.dataset, meta.train_split, cfg.data_dir, limit_train),
-                              *pixel_features(cfg.dataset, meta.test_split, cfg.data_dir, limit_test))
-    print(f"\n[eval] {', '.join(sets)}: linear probes ({probe_epochs} epochs, trained together) and 5-NN",
-          flush=True)
-    rows = eval_lib.evaluate_feature_sets(sets, econf, meta.num_classes)
-    for name, (train_x, train_y, _, test_y) in sets.items():
-        rows[name].update(num_train=len(train_y), num_test=len(test_y), num_features=int(train_x.shape[1]))
-    test_feats = {name: (s[2], s[3]) for name, s in sets.items() if name != "raw pixels"}
-    return rows, test_feats, econf
+    return eval_lib.EvalConfig(data_dir=cfg.data_dir, probe=ProbeConfig(epochs=probe_epochs, progress=True),
+                               knn=KNN_SPECS, limit_train=limit_train or None, limit_test=limit_test or None,
+                               progress=True)
 
 
 def protocol_text(cfg, econf, rows):
@@ -160,32 +124,44 @@ def export_model(cfg, export_dir, metrics):
 
 
 def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", map_points=2000,
-        pixels=True, export_dir="zoo/exports", export_formats=()):
+        pixels=True, export_dir="zoo/exports", export_formats=(), demo_budget=0.0):
     """The whole demo for a TrainConfig; returns (exit code, results dict or None).
 
-    `export_formats`: [(format, quantize)] written beside the SavedModel (wmse_tf.export.formats)."""
-    from wmse_tf.evaluation import plots
+    `export_formats`: [(format, quantize)] written beside the SavedModel (wmse_tf.export.formats).
+    `demo_budget`: seconds of the whole demo; with a cfg.time_budget > 0, training gets what the
+    evaluation, estimated on this machine before training (`baselines.evaluation_reserve`), leaves."""
+    from wmse_tf.evaluation import baselines, plots
     from wmse_tf.export import saved_model as export
     from wmse_tf.training import trainer
 
-    t0 = time.time()
+    t0, started_at, reserve = time.time(), time.perf_counter(), None
     problem = check_data(cfg)
     if problem:
         return cli.fail(problem), None
     export_dir = cfg.export_dir or export_dir
     cfg = dataclasses.replace(cfg, export_dir="")  # exported below, with the evaluation in its card
+    econf = eval_config(cfg, probe_epochs, limit_train, limit_test)
+    if demo_budget and cfg.time_budget:
+        estimate, fixed = baselines.evaluation_reserve(cfg.dataset, cfg.data_dir, cfg.width, econf, pixels)
+        per_step = cfg.batch_size * cfg.num_views
+        reserve = lambda step_s: estimate(step_s, per_step)  # noqa: E731
+        cfg = dataclasses.replace(cfg, time_budget=float(demo_budget))
+        print(f"[plan] demo budget {demo_budget:g} s; the evaluation, timed here: probes "
+              f"{fixed['probes_seconds']:.0f} s, k-NN {fixed['knn_seconds']:.0f} s, then features from the "
+              "step time; training gets the rest", flush=True)
     length = f"a {cfg.time_budget:g} s training budget" if cfg.time_budget else f"{cfg.epochs} epochs"
     print(f"[train] {cfg.method} on {cfg.dataset}: {cfg.arch} width {cfg.width}, {cfg.image_size}px, "
           f"{cfg.num_views} views, batch {cfg.batch_size}, {length}, {cfg.mixed_precision} "
           f"-> {cfg.model_dir}", flush=True)
-    code = trainer.run(cfg)
+    code = trainer.run(cfg, started_at=started_at, reserve=reserve)
     if code != 0:
         return code, None
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # k-NN retracing notices (one per query-chunk shape)
     t_train = time.time() - t0
-    rows, test_feats, econf = evaluate_all(cfg, probe_epochs, limit_train, limit_test, pixels)
+    rows, test_feats = baselines.evaluate_with_baselines(cfg.model_dir, cfg.dataset, econf, cfg.seed, pixels,
+                                                         log=lambda text: print(text, flush=True))
     protocol = protocol_text(cfg, econf, rows)
     table = format_table(rows, protocol)
     t_eval = time.time() - t0 - t_train
@@ -249,8 +225,13 @@ def main(argv):
         return code
     from wmse_tf.export import variants
 
+    try:
+        demo_budget = config_lib.parse_duration(FLAGS.demo_budget)
+    except config_lib.ConfigError as e:
+        return cli.fail(str(e).replace("--time_budget", "--demo_budget"))
     code, _ = run(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test, FLAGS.map,
-                  FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir, variants.parse(FLAGS.export_formats))
+                  FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir, variants.parse(FLAGS.export_formats),
+                  demo_budget)
     return code
 
 

@@ -146,8 +146,9 @@ def current():
     return _decision or apply(quiet=True)
 
 
-def cache_path(cache_dir=None):
-    """The check's cache file for this CPU, TF version and oneDNN ISA limit."""
+def machine_id():
+    """What a cached measurement of this machine depends on: CPU model and flags, TF version,
+    architecture, oneDNN ISA limit and the oneDNN decision in force (a JSON string)."""
     from importlib import metadata
 
     try:
@@ -156,10 +157,15 @@ def cache_path(cache_dir=None):
         tf_version = "none"
     model = next((line.partition(":")[2].strip() for line in _lines("/proc/cpuinfo")
                   if line.startswith("model name")), "unknown")
-    ident = json.dumps([model, sorted(cpu_flags()), tf_version, platform.machine(),
-                        os.environ.get("ONEDNN_MAX_CPU_ISA", "")])
+    return json.dumps([model, sorted(cpu_flags()), tf_version, platform.machine(),
+                       os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.environ.get(VAR, "")])
+
+
+def cache_path(cache_dir=None):
+    """The check's cache file for this CPU, TF version and oneDNN ISA limit."""
+    ident = json.loads(machine_id())[:-1]  # the check itself runs with oneDNN on, whatever is decided
     base = cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wmse_tf")
-    return os.path.join(base, f"onednn-check-{hashlib.sha1(ident.encode()).hexdigest()[:12]}.json")
+    return os.path.join(base, f"onednn-check-{hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:12]}.json")
 
 
 def cached_check(convs, cache_dir=None, runner=None):

@@ -14,10 +14,12 @@ signal N (after checkpointing). See docs/training.md, docs/reliability.md.
 """
 
 import dataclasses
+import json
 
 from absl import flags, logging
 
-from wmse_tf import cli
+from wmse_tf import cli, onednn
+from wmse_tf.core import archs
 from wmse_tf.data import augment_config
 from wmse_tf.training import config as config_lib, resolve
 
@@ -154,8 +156,9 @@ def config_or_exit(argv):
         cfg = config_from_flags()
     except config_lib.ConfigError as e:
         return None, cli.fail(e)
+    decision = onednn.apply(archs.convolutions(cfg.arch, cfg.stem, cfg.width, cfg.image_size))
     if FLAGS.print_config:
-        print(cfg.to_json())
+        print(json.dumps(dict(cfg.to_dict(), runtime={"onednn": decision.line()}), indent=2, sort_keys=True))
         return None, 0
     return cfg, None
 

@@ -136,17 +136,7 @@ def train_linears(train_xs, train_y, num_classes, config=ProbeConfig()):
     """Trains one linear layer per feature set of the same rows (`train_xs`: [N, F_i] each, one
     label array), all in the same loop; returns [(W_i [F_i, C], b_i [C])], each what
     `train_linear` gives for that set alone (up to float rounding)."""
-    xs = [tf.constant(np.asarray(x, np.float32)) for x in train_xs]
-    y = tf.constant(np.asarray(train_y, np.int32))
-    if any(x.shape[0] != y.shape[0] for x in xs):
-        raise ValueError(f"train_linear: {[x.shape[0] for x in xs]} feature rows but {y.shape[0]} labels")
-    if int(tf.reduce_min(y)) < 0 or int(tf.reduce_max(y)) >= num_classes:
-        raise ValueError(f"train_linear: labels must be in [0, {num_classes}) (unlabelled rows removed)")
-    rows = min(config.batch_size, y.shape[0])
-    layers = [_classifier(*_init(x.shape[1], num_classes, config.seed), config.weight_decay) for x in xs]
-    optimizer = _optimizer(config, y.shape[0] // rows)
-    optimizer.build([v for layer in layers for v in layer.trainable_variables])
-    train = _trainer(layers, optimizer, xs, y, rows, tf.constant(config.seed), config.jit_compile)
+    train, layers = trainer_for(train_xs, train_y, num_classes, config)
     # One call for all epochs; with progress, PROGRESS_CHUNKS calls (same result: the
     # optimizer keeps its state, the lr and the shuffling depend on the global epoch only).
     chunk = -(-config.epochs // PROGRESS_CHUNKS) if config.progress else config.epochs
@@ -159,6 +149,21 @@ def train_linears(train_xs, train_y, num_classes, config=ProbeConfig()):
         if bar:
             bar.update(done)
     return [tuple(layer.get_weights()) for layer in layers]
+
+
+def trainer_for(train_xs, train_y, num_classes, config=ProbeConfig()):
+    """(train(first_epoch, epochs), layers): the probes' loop, not yet run (`train_linears`)."""
+    xs = [tf.constant(np.asarray(x, np.float32)) for x in train_xs]
+    y = tf.constant(np.asarray(train_y, np.int32))
+    if any(x.shape[0] != y.shape[0] for x in xs):
+        raise ValueError(f"train_linear: {[x.shape[0] for x in xs]} feature rows but {y.shape[0]} labels")
+    if int(tf.reduce_min(y)) < 0 or int(tf.reduce_max(y)) >= num_classes:
+        raise ValueError(f"train_linear: labels must be in [0, {num_classes}) (unlabelled rows removed)")
+    rows = min(config.batch_size, y.shape[0])
+    layers = [_classifier(*_init(x.shape[1], num_classes, config.seed), config.weight_decay) for x in xs]
+    optimizer = _optimizer(config, y.shape[0] // rows)
+    optimizer.build([v for layer in layers for v in layer.trainable_variables])
+    return _trainer(layers, optimizer, xs, y, rows, tf.constant(config.seed), config.jit_compile), layers
 
 
 def topk_accuracy(logits, labels, topk=(1, 5)):

@@ -9,8 +9,10 @@ the budget, from the recent step time, so a machine whose speed changes (other j
 its cores) still ends on time. A slow CPU so ends on time and a fast one trains longer;
 `--epochs` gives the shape of the schedule, not the length.
 
-The budget covers the training loop (tracing, steps, epoch-end work), not building the
-model nor what runs after training (the demo's evaluation). The plan is written to
+The budget counts from `started_at`: by default the start of `trainer.run` (so building the
+model and loading the data count too: on a slow CPU they took 36 s of a 480 s budget), for the
+demo the start of the demo. `reserve(step_seconds)` is kept free for what runs after the loop
+(the demo: its evaluation, which `wmse_tf.evaluation.cost` estimates). The plan is written to
 `<model_dir>/plan.json`; a resumed run keeps it (no new measurement), and the planned
 and done steps go into results.json and the model card.
 
@@ -43,8 +45,9 @@ class Plan:
     step_seconds: float  # one training step, measured after tracing
     epoch_end_seconds: float  # epoch-end work (k-NN monitor, checkpoint, logs); 0 until measured
     planned_at_step: int
-    elapsed_seconds: float  # loop time when the plan was made
+    elapsed_seconds: float  # time since the budget's start when the plan was made
     final: bool
+    reserved_seconds: float = 0.0  # kept free for after the loop (the demo's evaluation)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -93,12 +96,15 @@ class TimeBudget(keras.callbacks.Callback):
         first execution (which includes tracing).
       replan_seconds: how often the plan is renewed from the recent step time (default: a
         twentieth of the budget), so a machine that slows down still ends on time.
+      started_at: `time.perf_counter()` the budget counts from (default: the loop's start).
+      reserve: step_seconds -> seconds kept free after the loop (default: none).
     """
 
     def __init__(self, budget_seconds, schedule, state, plan_path=None, plan=None,
-                 measure_steps=10, measure_seconds=3.0, replan_seconds=None):
+                 measure_steps=10, measure_seconds=3.0, replan_seconds=None, started_at=None, reserve=None):
         super().__init__()
         self.budget = float(budget_seconds)
+        self.started_at, self.reserve = started_at, reserve
         self.schedule, self.state, self.plan_path = schedule, state, plan_path
         self.measure_steps, self.measure_seconds = measure_steps, measure_seconds
         self.replan_seconds = replan_seconds or max(self.budget / 20, 1.0)
@@ -115,7 +121,7 @@ class TimeBudget(keras.callbacks.Callback):
             state.planned_steps = UNPLANNED
 
     def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() if self.started_at is None else self.started_at
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin, self._step_begin = time.perf_counter(), self.state.step
@@ -126,7 +132,7 @@ class TimeBudget(keras.callbacks.Callback):
             return
         if not self._traced:  # the first execution traced the step: not a step time
             self._traced = True
-            if now - self._start >= self.budget:  # tracing alone spent the budget
+            if now - self._start >= self._loop_budget(0.0):  # tracing alone spent the budget
                 self._replan(now - self._start)
             return
         seconds, steps = now - self._batch_begin, self.state.step - self._step_begin
@@ -135,7 +141,8 @@ class TimeBudget(keras.callbacks.Callback):
             acc[1] += steps
         if self.plan is None:
             measured = self._total[1] >= self.measure_steps and self._total[0] >= self.measure_seconds
-            out_of_time = now - self._start + self._total[0] / self._total[1] > self.budget
+            step_s = self._total[0] / self._total[1]
+            out_of_time = now - self._start + step_s > self._loop_budget(step_s)
             if measured or out_of_time:
                 self._replan(self._total[0] / self._total[1])
         elif now - self._planned_at >= self.replan_seconds:
@@ -159,15 +166,21 @@ class TimeBudget(keras.callbacks.Callback):
         window = self._window if self._window[1] >= 3 else self._total
         return window[0] / window[1] if window[1] else self.plan.step_seconds
 
+    def _loop_budget(self, step_seconds):
+        """The budget less what is reserved for after the loop."""
+        return self.budget - (self.reserve(step_seconds) if self.reserve else 0.0)
+
     def _replan(self, step_seconds):
         self._planned_at = time.perf_counter()
         elapsed = self._planned_at - self._start
         epoch_end = sum(self._epoch_ends[-3:]) / len(self._epoch_ends[-3:]) if self._epoch_ends else 0.0
         step = self.state.step
-        total = plan_steps(self.budget, elapsed, step, step_seconds, epoch_end, self.state.steps_per_epoch)
+        total = plan_steps(self._loop_budget(step_seconds), elapsed, step, step_seconds, epoch_end,
+                           self.state.steps_per_epoch)
         self._window = [0.0, 0]
         self._apply(Plan(self.budget, max(total, step, 1), self.state.epochs * self.state.steps_per_epoch,
-                         round(step_seconds, 5), round(epoch_end, 3), step, round(elapsed, 2), False))
+                         round(step_seconds, 5), round(epoch_end, 3), step, round(elapsed, 2), False,
+                         round(self.budget - self._loop_budget(step_seconds), 1)))
 
     def _apply(self, plan):
         self.plan = plan

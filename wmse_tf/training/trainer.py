@@ -135,11 +135,13 @@ def export(cfg, encoder, results):
     flags = cfg.to_dict()
     return export_lib.export_encoder(
         encoder, cfg.export_dir, cfg.export_name_or_default, cfg.export_version or None, dataset=cfg.dataset,
-        spec=export_lib.input_spec_from_flags(flags), card={"flags": flags, "metrics": results},
+        spec=export_lib.input_spec_from_flags(flags),
+        card={"flags": flags, "metrics": results, "runtime": resolve.runtime()},
         overwrite=bool(cfg.export_version))
 
 
-def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe, plan=None, force_warn=False):
+def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule, spe, plan=None, force_warn=False,
+                   started_at=None, reserve=None):
     """The run's CallbackList (order matters, see wmse_tf.training.callbacks; with --time_budget it
     holds a budget.TimeBudget; health.HealthMonitor unless --health_images=0) and its KnnMonitor."""
     hints = dict(w_eps=cfg.w_eps, w_size=cfg.w_size, emb=cfg.emb, lr=cfg.lr)
@@ -158,7 +160,8 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
     callbacks.append(cb.CheckpointSaver(checkpointer, state, cfg.checkpoint_every, scratch_dir))
     if cfg.time_budget:  # after the epoch-end work it measures, before the progress bar
         plan_path = os.path.join(cfg.model_dir, budget_lib.PLAN_NAME) if chief else None
-        callbacks.append(budget_lib.TimeBudget(cfg.time_budget, schedule, state, plan_path, plan))
+        callbacks.append(budget_lib.TimeBudget(cfg.time_budget, schedule, state, plan_path, plan,
+                                               started_at=started_at, reserve=reserve))
         if checks:  # its mid-epoch re-plans trigger a health check
             checks.budget = callbacks[-1]
     verbose = cfg.verbose if chief else 0
@@ -168,9 +171,11 @@ def make_callbacks(cfg, model, state, checkpointer, chief, scratch_dir, schedule
                                         steps=spe), monitor
 
 
-def run(cfg):
+def run(cfg, started_at=None, reserve=None):
     """Trains as `cfg` says; returns the exit code (0 done, 2 config/locked, 3 NaN, 4 write failed, 5 unhealthy,
-    128+sig)."""
+    128+sig). A --time_budget counts from `started_at` (`time.perf_counter()`; default: now) and keeps
+    `reserve(step_seconds)` seconds free for after the run (budget.TimeBudget)."""
+    started_at = time.perf_counter() if started_at is None else started_at
     cfg = resolve.resolve(cfg)  # a config built in code may hold "auto" values
     strategy = distribute.make_strategy(cfg.strategy, cfg.devices, cfg.cpu_replicas, cfg.tpu)
     cfg.validate_replicas(strategy.num_replicas_in_sync)
@@ -184,7 +189,7 @@ def run(cfg):
         except lock_lib.LockedError as e:
             raise config_lib.ConfigError(str(e)) from None
     try:
-        return _run(cfg, strategy, chief, scratch)
+        return _run(cfg, strategy, chief, scratch, started_at, reserve)
     except Exception as e:  # noqa: BLE001 - only failed writes (disk full, read-only) are handled
         if not ckpt_lib.is_write_error(e):
             raise
@@ -198,7 +203,7 @@ def run(cfg):
         run_lock.release()
 
 
-def _run(cfg, strategy, chief, scratch):
+def _run(cfg, strategy, chief, scratch, started_at=None, reserve=None):
     """The body of `run`, with model_dir locked."""
     resuming = check_resume(cfg, cfg.model_dir)
     forced = resuming and health.check_resume(cfg, cfg.model_dir)  # refuses a stopped-unhealthy run as it was
@@ -220,7 +225,8 @@ def _run(cfg, strategy, chief, scratch):
         state = LoopState(spe, cfg.epochs, step=step, batch_size=cfg.batch_size,
                           planned_steps=plan.planned_steps if plan else None)
         if chief:
-            ckpt_lib.write_json_atomic(os.path.join(cfg.model_dir, "flags.json"), cfg.to_dict())
+            ckpt_lib.write_json_atomic(os.path.join(cfg.model_dir, "flags.json"),
+                                       dict(cfg.to_dict(), runtime=resolve.runtime()))
             length = f"{cfg.epochs} epochs"
             if cfg.time_budget:
                 planned = f"planned: {plan.planned_steps} steps" if plan else "planned after the first steps"
@@ -236,7 +242,8 @@ def _run(cfg, strategy, chief, scratch):
         loop = TrainLoop(model, strategy, ssl_input(cfg, strategy, step), spe,
                          cfg.steps_per_execution, cfg.jit_compile)
         callbacks, monitor = make_callbacks(cfg, model, state, checkpointer, chief,
-                                            None if chief else scratch, schedule, spe, plan, forced)
+                                            None if chief else scratch, schedule, spe, plan, forced,
+                                            started_at, reserve)
         start = time.time()
         logs = loop.run(cfg.epochs, callbacks, initial_step=step, state=state) if step < state.total_steps else {}
         budget = next((c for c in callbacks.callbacks if isinstance(c, budget_lib.TimeBudget)), None)

@@ -1,0 +1,68 @@
+"""How long the demo's evaluation will take on this machine, known before training starts.
+
+The demo has one wall-clock budget for training and evaluation together (`--demo_budget`), so
+its training plan (`training.budget.TimeBudget(reserve=...)`) must know what the evaluation will
+cost here. Its parts scale differently with the machine:
+
+  features     forward passes of the encoder (trained and random) over both splits: convolutions,
+               so they scale with the measured training step (a step is forward + backward of
+               batch x views images, about FORWARD_SHARE of it forward)
+  probes, k-NN dense algebra on the features: they scale with the core, not with the
+               convolution kernels, so they are timed here on data of their real shapes
+               (`calibrate`: a few probe epochs and k-NN chunks, a few seconds)
+  t-SNE, plots, export   scale with the core like the probes: T_SNE_PROBE_EPOCHS probe epochs
+
+The constants were fitted on `python -m bench.evaluation` and demo runs (docs/demo.md).
+
+Example:
+  >>> fixed = calibrate(60000, 10000, [64, 64, 784])
+  >>> seconds = estimate(fixed, step_seconds=0.2, feature_images=140000, images_per_step=512)
+"""
+
+import time
+
+import numpy as np
+
+# Forward share of a training step's time per image (forward + backward ~ 3 forwards, plus the
+# step's fixed costs); measured features / step ratio in docs/demo.md.
+FORWARD_SHARE = 0.45
+# t-SNE of 2 x 2000 points, the plots and the export, in probe epochs of the same machine.
+T_SNE_PROBE_EPOCHS = 40
+MARGIN = 1.15  # estimates are kept 15% high: the budget must not be overrun
+KNN_BANK = 8192  # rows of the k-NN bank timed (scaled to the real bank)
+
+
+def calibrate(num_train, num_test, dims, probe_epochs=500, knn_chunk=256, seed=0):
+    """Seconds of the linear probes (trained together) and k-NN of feature sets of `dims`,
+    extrapolated from 2 timed probe epochs and 2 k-NN chunks per set on random data of the real
+    shapes (after one untimed epoch and chunk: tracing)."""
+    from wmse_tf.evaluation import knn, linear_probe
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, num_train)
+    xs = [rng.normal(size=(num_train, d)).astype(np.float32) for d in dims]
+    import tensorflow as tf
+
+    train, _ = linear_probe.trainer_for(xs, y, 10, linear_probe.ProbeConfig(epochs=probe_epochs))
+    train(tf.constant(0), 1)  # traces
+    start = time.perf_counter()
+    for epoch in (1, 2):
+        train(tf.constant(epoch), 1)
+    epoch_s = (time.perf_counter() - start) / 2
+    specs = [("cosine", 5, False), ("euclidean", 5, False)]
+    knn_s, bank = 0.0, min(num_train, KNN_BANK)
+    for x in xs:  # a KNN_BANK-row bank: the chunk's time grows with the bank's rows
+        queries = x[:knn_chunk]
+        knn.knn_predict_many(x[:bank], y[:bank], queries, specs, batch_size=knn_chunk)  # traces
+        start = time.perf_counter()
+        knn.knn_predict_many(x[:bank], y[:bank], queries, specs, batch_size=knn_chunk)
+        knn_s += (time.perf_counter() - start) * num_train / bank * -(-num_test // knn_chunk)
+    return {"probe_epoch_seconds": epoch_s, "probes_seconds": epoch_s * probe_epochs, "knn_seconds": knn_s,
+            "other_seconds": epoch_s * T_SNE_PROBE_EPOCHS}
+
+
+def estimate(fixed, step_seconds, feature_images, images_per_step):
+    """Seconds of the whole evaluation: `calibrate`'s fixed part plus the features' forward passes."""
+    features = feature_images / images_per_step * FORWARD_SHARE * step_seconds
+    return MARGIN * (features + fixed["probes_seconds"] + fixed["knn_seconds"] + fixed["other_seconds"])
+
