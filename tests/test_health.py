@@ -139,7 +139,7 @@ def test_healthy_wmse_run_is_not_flagged_and_offline_rank_equals_online(tmp_path
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_mid_epoch_budget_replan_triggers_a_check_at_most_every_tenth_of_the_budget(tmp_path):
+def test_a_mid_epoch_budget_replan_after_warmup_checks_at_most_every_fifth_of_the_budget(tmp_path):
     import keras
 
     from tests import helpers
@@ -148,7 +148,7 @@ def test_a_mid_epoch_budget_replan_triggers_a_check_at_most_every_tenth_of_the_b
 
     encoder = helpers.tiny_encoder()
     model = type("M", (), {"encoder": encoder, "projector": keras.Sequential([keras.layers.Dense(4)])})()
-    cfg = config_lib.TrainConfig(dataset="digits", emb=4, w_size=32, batch_size=64, warmup=0)
+    cfg = config_lib.TrainConfig(dataset="digits", emb=4, w_size=32, batch_size=64, warmup=2)
     state = LoopState(steps_per_epoch=10, epochs=3)
     fake = type("B", (), {"budget": 1e9, "plan": None})()
     mon = training_health.HealthMonitor(model, np.zeros((8, 16, 16, 3), np.float32), state, cfg, budget=fake)
@@ -159,10 +159,11 @@ def test_a_mid_epoch_budget_replan_triggers_a_check_at_most_every_tenth_of_the_b
         state.step = step
         mon.on_train_batch_end(0, {})
 
+    replan_at(1)  # during the warmup: nothing to flag yet, no check
     replan_at(3)  # mid-epoch, first check of the run
     replan_at(10)  # an epoch end's re-plan: the epoch end checks it, not the re-plan
     fake.budget = 0.0  # no gap asked: every mid-epoch re-plan checks
     replan_at(14)
-    fake.budget = 1e9  # a gap of a tenth of the budget: no check so soon after the last one
+    fake.budget = 1e9  # a gap of a fifth of the budget: no check so soon after the last one
     replan_at(15)
     assert [r["step"] for r in mon.rows] == [3, 14]

@@ -4,8 +4,8 @@
 rank of the encoder's features and of the projector's embeddings, std of the L2-normalized
 embeddings) on a fixed batch of un-augmented training images (the first `--health_images` of the
 training split, through the eval transform) at every epoch end, every `--health_every` steps and
-after a mid-epoch re-plan of a `--time_budget` (if a tenth of the budget passed since the last
-check). Each check is a row of `<model_dir>/health.jsonl` and TensorBoard `health/*` scalars; at epoch ends the values also go into the epoch's logs (log.csv,
+after a mid-epoch re-plan of a `--time_budget` (after warmup, if a fifth of the budget passed since the
+last check). Each check is a row of `<model_dir>/health.jsonl` and TensorBoard `health/*` scalars; at epoch ends the values also go into the epoch's logs (log.csv,
 log.jsonl, TensorBoard `epoch/*`, the progress bar). After warmup a check is unhealthy when it
 crosses a `Thresholds` bound (measured: docs/training.md#training-health); the run then prints one
 `warning:` line naming what was seen and the flags to try, and with `--on_unhealthy=stop` it stops:
@@ -211,9 +211,10 @@ class HealthMonitor(keras.callbacks.Callback):
         step, plan = self.state.step, getattr(self.budget, "plan", None)
         replanned = plan is not None and plan is not self._plan and plan.planned_at_step % self.state.steps_per_epoch
         self._plan = plan
-        # A mid-epoch re-plan checks when a tenth of the budget passed since the last check (the cost stays
-        # under 2% of the demo's training: docs/training.md#training-health).
-        replanned = replanned and time.perf_counter() - self._checked_at >= self.budget.budget / 10
+        # A mid-epoch re-plan after warmup checks when a fifth of the budget passed since the last check (the
+        # cost stays under 2% of the demo's training: docs/training.md#training-health).
+        replanned = (replanned and step > self.thresholds.after_step
+                     and time.perf_counter() - self._checked_at >= self.budget.budget / 5)
         if step == self._checked_step or self.state.epoch_done:  # the epoch end checks it
             return
         if (self.every and step % self.every == 0) or replanned:
