@@ -1,5 +1,6 @@
 """The demo path end to end on a tiny synthetic run (what `make demo` runs, in seconds)."""
 
+import glob
 import json
 import os
 
@@ -56,11 +57,12 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
     """`python -m wmse_tf.demo` in-process (flags parsed as app.run does, then main)."""
     run_dir, export_dir = tmp_path / "run", tmp_path / "exports"
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the raw-pixel row's cache
     demo.FLAGS.unparse_flags()
-    try:
+    try:  # a budgeted run: the 45 s demo budget holds training and the evaluation estimated for it
         argv = demo.FLAGS(["demo", "--flagfile=configs/smoke.flags", f"--model_dir={run_dir}",
                            f"--demo_export_dir={export_dir}", "--epochs=1", "--probe_epochs=20", "--map=pca",
-                           "--verbose=2"])
+                           "--verbose=2", "--time_budget=1m", "--demo_budget=45s", "--w_eps=0.05"])
         code = demo.main(argv)
     finally:
         demo.FLAGS.unparse_flags()
@@ -72,6 +74,11 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
                 "5-NN cosine", "written:"):
         assert row in out
     results = json.loads((run_dir / "demo_results.json").read_text())
+    assert "[plan] demo budget 45 s" in out and results["training"]["time_budget_seconds"] == 45
+    seconds = results["seconds"]
+    assert seconds["demo_budget"] == 45 and seconds["evaluate_estimated"] > 0
+    assert results["training"]["plan"]["reserved_seconds"] > 0
+    assert glob.glob(str(tmp_path / "cache" / "wmse_tf" / "baselines" / "pixels-*.json"))  # cached for next time
     paths = results["paths"]
     for key in ("training_curves", "feature_map"):
         assert open(paths[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"

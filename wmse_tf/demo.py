@@ -189,7 +189,7 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     results = {
         "table": table, "protocol": protocol, "rows": rows, "training": train_results,
         "seconds": {"train": round(t_train, 1), "evaluate": round(t_eval, 1),
-                    "total": round(time.time() - t0, 1)},
+                    "total": round(time.time() - t0, 1), **estimated(reserve, train_results, demo_budget)},
         "paths": {"model_dir": cfg.model_dir, "checkpoints": cfg.model_dir,
                   "tensorboard": os.path.join(cfg.model_dir, "tb"),
                   "log": os.path.join(cfg.model_dir, "log.csv"),
@@ -209,6 +209,14 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     print(f"  (tensorboard --logdir {results['paths']['tensorboard']}; "
           f"serve: tensorflow_model_server --model_base_path={os.path.abspath(os.path.dirname(version_dir))})")
     return 0, results
+
+
+def estimated(reserve, train_results, demo_budget):
+    """The demo budget and the evaluation's estimate it planned with (at the last planned step time)."""
+    step_s = (train_results.get("plan") or {}).get("step_seconds")
+    if reserve is None or not step_s:
+        return {}
+    return {"demo_budget": demo_budget, "evaluate_estimated": round(reserve(step_s), 1)}
 
 
 def _read_json(path):
