@@ -134,7 +134,9 @@ def _health_panel(ax, checks, spe):
     if cond:
         twin = ax.twinx()
         twin.semilogy(*zip(*cond), "s--", ms=2, lw=0.8, color="C3", label="whitening cond. number")
-        twin.set_ylabel("condition number", fontsize=8)
+        twin.axhline(1000, ls=":", lw=0.8, color="C3")  # the warning's bound (training.health.Thresholds)
+        twin.set_ylim(1, max(1e4, 3 * max(c for _, c in cond)))
+        twin.set_ylabel("condition number (dotted: 1000)", fontsize=8)
         twin.legend(fontsize=7, loc="upper right")
     flagged = [e for e, r in zip(ep, checks) if r.get("unhealthy")]
     if flagged:
