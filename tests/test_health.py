@@ -79,7 +79,7 @@ def test_warning_names_what_was_seen_and_the_flags_to_change():
 def smoke_config(model_dir, *args):
     train.FLAGS.unparse_flags()
     train.FLAGS(["train", f"--flagfile={SMOKE}", f"--model_dir={model_dir}", "--verbose=0", "--eval_every=0",
-                 "--health_every=2", *args])
+                 "--health_every=2", "--health_images=256", *args])
     try:
         return train.config_from_flags()
     finally:
@@ -95,13 +95,20 @@ def _json(path):
 NORMMSE = ("--method=normmse", "--lr=0.02", "--steps_per_epoch=8", "--epochs=3")
 
 
+def stopped_normmse_run(run):
+    """A normalized-MSE smoke run stopped as unhealthy in `run`."""
+    from wmse_tf.training import health as training_health, trainer
+
+    assert trainer.run(smoke_config(run, *NORMMSE, "--on_unhealthy=stop")) == training_health.EXIT_UNHEALTHY
+
+
 def test_normalized_mse_is_flagged_stopped_and_not_resumed_as_it_was(tmp_path, capsys):
     import tensorflow as tf
 
-    from wmse_tf.training import health as training_health, trainer
+    from wmse_tf.training import trainer
 
     run = tmp_path / "run"
-    assert trainer.run(smoke_config(run, *NORMMSE, "--on_unhealthy=stop")) == training_health.EXIT_UNHEALTHY
+    stopped_normmse_run(run)
     err = capsys.readouterr().err
     assert "warning: training looks unhealthy" in err and "--method=wmse" in err and "stopped" in err
     results = _json(run / "results.json")
@@ -114,8 +121,20 @@ def test_normalized_mse_is_flagged_stopped_and_not_resumed_as_it_was(tmp_path, c
     assert rows[-1]["step"] == step and rows[-1]["unhealthy"] and not any(r["unhealthy"] for r in rows[:-1])
     with pytest.raises(config_lib.ConfigError, match="stopped as unhealthy.*--force_resume"):
         trainer.run(smoke_config(run, *NORMMSE, "--on_unhealthy=stop"))
-    assert trainer.run(smoke_config(run, *NORMMSE, "--on_unhealthy=stop", "--force_resume")) == 0  # warns only
-    assert _json(run / "results.json")["step"] == 24
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_with_a_changed_flag_or_force_resume(tmp_path):
+    """Slow (two more trainings): the refusal itself is in the test above."""
+    from wmse_tf.training import health as training_health, trainer
+
+    forced, changed = tmp_path / "forced", tmp_path / "changed"
+    stopped_normmse_run(forced)
+    assert trainer.run(smoke_config(forced, *NORMMSE, "--on_unhealthy=stop", "--force_resume")) == 0  # warns only
+    assert _json(forced / "results.json")["step"] == 24
+    stopped_normmse_run(changed)  # a changed flag resumes, and --on_unhealthy=stop still applies
+    assert trainer.run(smoke_config(changed, *NORMMSE, "--on_unhealthy=stop", "--lr=0.019")) == \
+        training_health.EXIT_UNHEALTHY
 
 
 def test_healthy_wmse_run_is_not_flagged_and_offline_rank_equals_online(tmp_path, capsys):
