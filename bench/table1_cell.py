@@ -33,11 +33,9 @@ class TrainingStopped(Exception):
 
 
 def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    from wmse_tf import io
+
+    return io.read_json(path)
 
 
 def write_json(path, obj):

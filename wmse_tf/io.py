@@ -89,6 +89,16 @@ def write_json(path, obj, sort_keys=False, default=None):
     return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=default) + "\n")
 
 
+def read_json(path, default=None):
+    """The JSON at a local `path` (as `write_json` published it), or `default` if it is missing or
+    unreadable (a cache that is not there yet)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
 @contextlib.contextmanager
 def writing(path, suffix=None):
     """Yields a temp path beside `path`; renamed over `path` when the block succeeds.

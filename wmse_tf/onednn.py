@@ -174,11 +174,7 @@ def cached_check(convs, cache_dir=None, runner=None):
     from wmse_tf.onednn_check import key
 
     path = cache_path(cache_dir)
-    try:
-        with open(path) as f:
-            known = json.load(f)
-    except (OSError, ValueError):
-        known = {}
+    known = atomic_io.read_json(path, {})
     todo = [list(c) for c in dict.fromkeys(tuple(c) for c in convs) if key(c) not in known]
     if todo:
         known.update((runner or run_check)(todo))

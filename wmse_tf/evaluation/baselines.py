@@ -66,14 +66,6 @@ def pixel_cache_path(pixel_set, config, cache_dir=None):
     return os.path.join(base, f"pixels-{digest.hexdigest()[:16]}.json")
 
 
-def cached_row(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cache_dir=None, log=print):
     """{row name: results} for the trained encoder, random weights and (if `pixels`) raw pixels, and
     the test features {name: (x, y)} of the two encoders."""
@@ -90,7 +82,7 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
     if pixels:
         pixel_set = pixel_sets(dataset, config.data_dir, config.limit_train, config.limit_test)
         path = pixel_cache_path(pixel_set, config, cache_dir)
-        cached = cached_row(path)
+        cached = atomic_io.read_json(path)
         if cached is None:
             sets[PIXELS] = pixel_set
     log(f"\n[eval] {', '.join(sets)}: linear probes trained together, and k-NN"
@@ -117,7 +109,7 @@ def evaluation_reserve(dataset, data_dir, width, config, pixels=True, cache_dir=
     dims = [8 * width, 8 * width]
     if pixels:
         pixel_set = pixel_sets(dataset, data_dir, config.limit_train, config.limit_test)
-        if cached_row(pixel_cache_path(pixel_set, config, cache_dir)) is None:
+        if atomic_io.read_json(pixel_cache_path(pixel_set, config, cache_dir)) is None:
             dims.append(pixel_set[0].shape[1])
     epochs = config.probe.epochs if config.probe else 0
     fixed = cost.calibrate(train_n, test_n, dims, epochs)

@@ -39,8 +39,8 @@ class ProbeConfig:
       topk: the top-k accuracies to report.
       seed: seed of the initialization and the shuffling.
       progress: show a progress bar (epochs, in PROGRESS_CHUNKS calls).
-      jit_compile: XLA for the loop. Off: on CPU the plain tf.function ran the 500 epochs
-        2-4x faster than XLA (64-d and 784-d features, AVX2 and AVX-512, `bench.evaluation`).
+      jit_compile: XLA for the loop. Off: on a quiet 2-core CPU the two are within 15% of each
+        other (60000 rows, 64-d and 784-d), but with other jobs on the cores XLA ran 2-4x slower.
     """
 
     epochs: int = 500

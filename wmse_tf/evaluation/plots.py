@@ -21,7 +21,6 @@ from wmse_tf import io as atomic_io
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 MAP_METHODS = ("pca", "tsne")
-TSNE_ITERATIONS = 500
 
 
 def _pyplot():
@@ -159,10 +158,7 @@ def embed_2d(features, method="pca", seed=0):
 
     x = PCA(min(50, x.shape[1], len(x)), random_state=seed).fit_transform(x)
     perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
-    # 500 iterations (250 of them early exaggeration) on both cores: a third of sklearn's default
-    # 1000 on one core (2000 points: 28 s against 89 s, cores shared), the clusters already settled.
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed, max_iter=TSNE_ITERATIONS,
-                n_jobs=-1).fit_transform(x)
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
 def feature_map(panels, path, method="pca", class_names=None, max_points=2000, seed=0, dpi=80):
