@@ -36,7 +36,7 @@ def main():
     print(machine_line(), flush=True)
 
     from wmse_tf.core import encoders
-    from wmse_tf.evaluation import evaluator, knn, linear_probe, plots
+    from wmse_tf.evaluation import knn, linear_probe, plots
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, args.train + args.test)
@@ -46,9 +46,8 @@ def main():
     if "features" not in skip:
         encoder = encoders.build("resnet18", "cifar", 8, 28)
         images = rng.uniform(size=(args.train + args.test, 28, 28, 3)).astype(np.float32)
-        timed(f"features, {len(images)} images (width-8 ResNet-18)", evaluator.batched_features
-              if hasattr(evaluator, "batched_features") else lambda e, x: e.predict(x, batch_size=1000, verbose=0),
-              encoder, images)
+        timed(f"features, {len(images)} images (width-8 ResNet-18)", encoder.predict, images, batch_size=1000,
+              verbose=0)
     splits = {"encoder (64-d)": feats, "raw pixels (784-d)": pixels}
     for name, x in splits.items():
         tr, te = (x[:args.train], labels[:args.train]), (x[args.train:], labels[args.train:])

@@ -142,9 +142,8 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     cfg = dataclasses.replace(cfg, export_dir="")  # exported below, with the evaluation in its card
     econf = eval_config(cfg, probe_epochs, limit_train, limit_test)
     if demo_budget and cfg.time_budget:
-        estimate, fixed = baselines.evaluation_reserve(cfg.dataset, cfg.data_dir, cfg.width, econf, pixels)
-        per_step = cfg.batch_size * cfg.num_views
-        reserve = lambda step_s: estimate(step_s, per_step)  # noqa: E731
+        reserve, fixed = baselines.evaluation_reserve(cfg.dataset, cfg.arch, cfg.width,
+                                                      cfg.batch_size * cfg.num_views, econf, pixels)
         cfg = dataclasses.replace(cfg, time_budget=float(demo_budget))
         print(f"[plan] demo budget {demo_budget:g} s; the evaluation, timed here: probes "
               f"{fixed['probes_seconds']:.0f} s, k-NN {fixed['knn_seconds']:.0f} s, then features from the "

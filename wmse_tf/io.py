@@ -89,6 +89,13 @@ def write_json(path, obj, sort_keys=False, default=None):
     return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=default) + "\n")
 
 
+def cache_dir(*parts):
+    """Where wmse_tf keeps what it measured on this machine: `$XDG_CACHE_HOME/wmse_tf/<parts>`
+    (default `~/.cache/wmse_tf`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "wmse_tf", *parts)
+
+
 def read_json(path, default=None):
     """The JSON at a local `path` (as `write_json` published it), or `default` if it is missing or
     unreadable (a cache that is not there yet)."""

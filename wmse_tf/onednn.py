@@ -66,26 +66,33 @@ class Decision:
         state = {True: "on", False: "off", None: "as TF decides"}[self.on]
         return f"oneDNN ops {state} ({self.source}): {self.reason}"
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
 
 def parse_bool(value):
     """TF's reading of the variable ("0"/"1"/"false"/"true", any case), else None (TF ignores it)."""
     return {"0": False, "false": False, "1": True, "true": True}.get(str(value).strip().lower())
 
 
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The CPU's feature flags (first processor of /proc/cpuinfo); empty where unreadable."""
+def _cpuinfo_field(name, cpuinfo):
+    """The first processor's `name` line of /proc/cpuinfo, or None where unreadable."""
     try:
         with open(cpuinfo) as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return frozenset(value.split())
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags (first processor of /proc/cpuinfo); empty where unreadable."""
+    return frozenset((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name (first processor of /proc/cpuinfo), or "unknown CPU"."""
+    return _cpuinfo_field("model name", cpuinfo) or "unknown CPU"
 
 
 def decide(convs=None, environ=None, flags=None, machine=None, system=None, tf_imported=None, check=None):
@@ -146,26 +153,31 @@ def current():
     return _decision or apply(quiet=True)
 
 
-def machine_id():
-    """What a cached measurement of this machine depends on: CPU model and flags, TF version,
-    architecture, oneDNN ISA limit and the oneDNN decision in force (a JSON string)."""
+def _machine(with_decision):
+    """CPU model and flags, TF version, architecture, oneDNN ISA limit (and the variable in force)."""
     from importlib import metadata
 
     try:
         tf_version = metadata.version("tensorflow")
     except metadata.PackageNotFoundError:
         tf_version = "none"
-    model = next((line.partition(":")[2].strip() for line in _lines("/proc/cpuinfo")
-                  if line.startswith("model name")), "unknown")
-    return json.dumps([model, sorted(cpu_flags()), tf_version, platform.machine(),
-                       os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.environ.get(VAR, "")])
+    fields = [cpu_model(), sorted(cpu_flags()), tf_version, platform.machine(), os.environ.get("ONEDNN_MAX_CPU_ISA", "")]
+    return json.dumps(fields + [os.environ.get(VAR, "")] if with_decision else fields)
+
+
+def machine_id():
+    """What a cached measurement of this machine depends on, the oneDNN decision in force included
+    (a JSON string)."""
+    return _machine(with_decision=True)
 
 
 def cache_path(cache_dir=None):
-    """The check's cache file for this CPU, TF version and oneDNN ISA limit."""
-    ident = json.loads(machine_id())[:-1]  # the check itself runs with oneDNN on, whatever is decided
-    base = cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wmse_tf")
-    return os.path.join(base, f"onednn-check-{hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:12]}.json")
+    """The check's cache file for this CPU, TF version and oneDNN ISA limit (the check itself runs with
+    oneDNN on, whatever is decided)."""
+    from wmse_tf import io as atomic_io  # here: `import wmse_tf` imports this module and nothing else
+
+    digest = hashlib.sha1(_machine(with_decision=False).encode()).hexdigest()[:12]
+    return os.path.join(cache_dir or atomic_io.cache_dir(), f"onednn-check-{digest}.json")
 
 
 def cached_check(convs, cache_dir=None, runner=None):
@@ -199,14 +211,6 @@ def run_check(convs, repeats=3):
     if not out["onednn_on"]:
         raise RuntimeError(f"TensorFlow did not turn oneDNN on with {VAR}=1")
     return out["results"]
-
-
-def _lines(path):
-    try:
-        with open(path) as f:
-            return f.readlines()
-    except OSError:
-        return []
 
 
 class _OnTensorFlowImport:

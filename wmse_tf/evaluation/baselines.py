@@ -59,11 +59,9 @@ def pixel_cache_path(pixel_set, config, cache_dir=None):
     digest = hashlib.sha1()
     for a in pixel_set:
         digest.update(np.ascontiguousarray(a).tobytes())
-    protocol = [eval_lib.protocol(config.probe) if config.probe else None, list(config.knn), config.probe]
-    digest.update(json.dumps([repr(protocol), onednn.machine_id()]).encode())
-    base = cache_dir or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                                     "wmse_tf", "baselines")
-    return os.path.join(base, f"pixels-{digest.hexdigest()[:16]}.json")
+    protocol = [repr(config.probe), list(config.knn)]  # the probe's dataclass holds every hyperparameter
+    digest.update(json.dumps([protocol, onednn.machine_id()]).encode())
+    return os.path.join(cache_dir or atomic_io.cache_dir("baselines"), f"pixels-{digest.hexdigest()[:16]}.json")
 
 
 def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cache_dir=None, log=print):
@@ -102,27 +100,31 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
     return rows, test_feats
 
 
-def evaluation_reserve(dataset, data_dir, width, config, pixels=True, cache_dir=None):
+def evaluation_reserve(dataset, arch, width, images_per_step, config, pixels=True, cache_dir=None):
     """(step_seconds -> estimated seconds of `evaluate_with_baselines` here, calibration): a few
     seconds of probe epochs and k-NN chunks timed now (`evaluation.cost`)."""
-    train_n, test_n = _split_sizes(dataset, data_dir, config)
-    dims = [8 * width, 8 * width]
-    if pixels:
-        pixel_set = pixel_sets(dataset, data_dir, config.limit_train, config.limit_test)
-        if atomic_io.read_json(pixel_cache_path(pixel_set, config, cache_dir)) is None:
-            dims.append(pixel_set[0].shape[1])
-    epochs = config.probe.epochs if config.probe else 0
-    fixed = cost.calibrate(train_n, test_n, dims, epochs)
-    return (lambda step_s, per_step: cost.estimate(fixed, step_s, 2 * (train_n + test_n), per_step)), fixed
+    from wmse_tf.core import archs
+
+    if pixels:  # loaded anyway to know whether their row is cached; they give the split sizes too
+        pixel_set = pixel_sets(dataset, config.data_dir, config.limit_train, config.limit_test)
+        train_n, test_n = len(pixel_set[1]), len(pixel_set[3])
+    else:
+        train_n, test_n = _split_sizes(dataset, config)
+    features = width * (8 if archs.DEPTHS[archs.ARCHS[arch]][0] == "basic" else 32)  # as encoders.resnet
+    dims = [features, features]
+    if pixels and atomic_io.read_json(pixel_cache_path(pixel_set, config, cache_dir)) is None:
+        dims.append(pixel_set[0].shape[1])
+    fixed = cost.calibrate(train_n, test_n, dims, config.probe.epochs if config.probe else 0)
+    return (lambda step_s: cost.estimate(fixed, step_s, 2 * (train_n + test_n), images_per_step)), fixed
 
 
-def _split_sizes(dataset, data_dir, config):
+def _split_sizes(dataset, config):
     from wmse_tf.data import datasets as data
 
     meta = data.info(dataset)
     sizes = []
     for split, limit in ((meta.train_split, config.limit_train), (meta.test_split, config.limit_test)):
-        ds = data.load(dataset, split, data_dir)
+        ds = data.load(dataset, split, config.data_dir)
         n = int(ds.cardinality())
         n = n if n >= 0 else int(ds.reduce(0, lambda count, _: count + 1))
         sizes.append(min(n, limit) if limit else n)

@@ -34,9 +34,10 @@ KNN_BANK = 8192  # rows of the k-NN bank timed (scaled to the real bank)
 
 
 def calibrate(num_train, num_test, dims, probe_epochs=500, knn_chunk=256, seed=0):
-    """Seconds of the linear probes (trained together) and k-NN of feature sets of `dims`,
-    extrapolated from 2 timed probe epochs and 2 k-NN chunks per set on random data of the real
-    shapes (after one untimed epoch and chunk: tracing)."""
+    """Seconds of the linear probes (trained together; none if `probe_epochs` is 0) and k-NN of
+    feature sets of `dims`, extrapolated from 2 timed probe epochs and one timed k-NN chunk per set
+    against a KNN_BANK-row bank, on random data of the real shapes (after one untimed epoch and
+    chunk: tracing)."""
     from wmse_tf.evaluation import knn, linear_probe
 
     rng = np.random.default_rng(seed)
@@ -44,12 +45,14 @@ def calibrate(num_train, num_test, dims, probe_epochs=500, knn_chunk=256, seed=0
     xs = [rng.normal(size=(num_train, d)).astype(np.float32) for d in dims]
     import tensorflow as tf
 
-    train, _ = linear_probe.trainer_for(xs, y, 10, linear_probe.ProbeConfig(epochs=probe_epochs))
-    train(tf.constant(0), 1)  # traces
-    start = time.perf_counter()
-    for epoch in (1, 2):
-        train(tf.constant(epoch), 1)
-    epoch_s = (time.perf_counter() - start) / 2
+    epoch_s = 0.0
+    if probe_epochs:
+        train, _ = linear_probe.trainer_for(xs, y, 10, linear_probe.ProbeConfig(epochs=probe_epochs))
+        train(tf.constant(0), 1)  # traces
+        start = time.perf_counter()
+        for epoch in (1, 2):
+            train(tf.constant(epoch), 1)
+        epoch_s = (time.perf_counter() - start) / 2
     specs = [("cosine", 5, False), ("euclidean", 5, False)]
     knn_s, bank = 0.0, min(num_train, KNN_BANK)
     for x in xs:  # a KNN_BANK-row bank: the chunk's time grows with the bank's rows

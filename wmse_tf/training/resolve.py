@@ -57,12 +57,7 @@ def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
     and oneDNN is not limited below that (ONEDNN_MAX_CPU_ISA=AVX2 emulates an AVX2-only CPU)."""
     if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ONEDNN_ISAS_WITHOUT_BF16:
         return False
-    try:
-        with open(cpuinfo) as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(onednn.cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_description(cpuinfo="/proc/cpuinfo"):
@@ -70,17 +65,7 @@ def cpu_description(cpuinfo="/proc/cpuinfo"):
 
     e.g. "AMD EPYC, 2 cores, AVX2 FMA AVX512F AVX512_BF16" or "..., oneDNN limited to AVX2".
     """
-    model, flags = "unknown CPU", set()
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown CPU":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
+    model, flags = onednn.cpu_model(cpuinfo), onednn.cpu_flags(cpuinfo)
     shown = [f.upper() for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     text = f"{model}, {os.cpu_count()} cores, {' '.join(shown) or 'no AVX2'}"
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
