@@ -175,12 +175,12 @@ class TimeBudget(keras.callbacks.Callback):
         elapsed = self._planned_at - self._start
         epoch_end = sum(self._epoch_ends[-3:]) / len(self._epoch_ends[-3:]) if self._epoch_ends else 0.0
         step = self.state.step
-        total = plan_steps(self._loop_budget(step_seconds), elapsed, step, step_seconds, epoch_end,
-                           self.state.steps_per_epoch)
+        loop_budget = self._loop_budget(step_seconds)
+        total = plan_steps(loop_budget, elapsed, step, step_seconds, epoch_end, self.state.steps_per_epoch)
         self._window = [0.0, 0]
         self._apply(Plan(self.budget, max(total, step, 1), self.state.epochs * self.state.steps_per_epoch,
                          round(step_seconds, 5), round(epoch_end, 3), step, round(elapsed, 2), False,
-                         round(self.budget - self._loop_budget(step_seconds), 1)))
+                         round(self.budget - loop_budget, 1)))
 
     def _apply(self, plan):
         self.plan = plan
