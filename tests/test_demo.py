@@ -57,7 +57,7 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
     """`python -m wmse_tf.demo` in-process (flags parsed as app.run does, then main)."""
     run_dir, export_dir = tmp_path / "run", tmp_path / "exports"
     monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the raw-pixel row's cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the baselines' cache
     demo.FLAGS.unparse_flags()
     try:  # a budgeted run: the 45 s demo budget holds training and the evaluation estimated for it
         argv = demo.FLAGS(["demo", "--flagfile=configs/smoke.flags", f"--model_dir={run_dir}",
@@ -78,7 +78,8 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
     seconds = results["seconds"]
     assert seconds["demo_budget"] == 45 and seconds["evaluate_estimated"] > 0
     assert results["training"]["plan"]["reserved_seconds"] > 0
-    assert glob.glob(str(tmp_path / "cache" / "wmse_tf" / "baselines" / "pixels-*.json"))  # cached for next time
+    for row in ("pixels-*.json", "random-*.json", "random-*.npz"):  # the baselines, cached for next time
+        assert glob.glob(str(tmp_path / "cache" / "wmse_tf" / "baselines" / row)), row
     paths = results["paths"]
     for key in ("training_curves", "feature_map"):
         assert open(paths[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -36,6 +36,20 @@ def test_fit_lowers_the_loss():
     assert after < before - 0.2, (before, after)
 
 
+def test_compile_builds_the_optimizer_so_fit_traces_its_step_once(monkeypatch):
+    """Keras builds an unbuilt optimizer inside the first traced step, and a tf.function that
+    creates variables is traced twice: SSLModel.compile builds it first (half the tracing)."""
+    traced = []
+    real = model.SSLModel.train_step
+    monkeypatch.setattr(model.SSLModel, "train_step", lambda self, data: traced.append(1) or real(self, data))
+    views, labels = toy_views(64)
+    m = tiny_model()
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert m.optimizer.built and len(m.optimizer.variables) > len(m.trainable_variables)
+    m.fit(tf.data.Dataset.from_tensor_slices((views, labels)).batch(32, drop_remainder=True), epochs=1, verbose=0)
+    assert len(traced) == 1
+
+
 def test_accepts_stacked_views_and_four_views():
     views, labels = toy_views(64, num_views=4)
     m = tiny_model()

@@ -142,12 +142,12 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     cfg = dataclasses.replace(cfg, export_dir="")  # exported below, with the evaluation in its card
     econf = eval_config(cfg, probe_epochs, limit_train, limit_test)
     if demo_budget and cfg.time_budget:
-        reserve, fixed = baselines.evaluation_reserve(cfg.dataset, cfg.arch, cfg.width,
-                                                      cfg.batch_size * cfg.num_views, econf, pixels)
+        reserve, fixed = baselines.evaluation_reserve(cfg, econf, pixels)
         cfg = dataclasses.replace(cfg, time_budget=float(demo_budget))
         print(f"[plan] demo budget {demo_budget:g} s; the evaluation, timed here: probes "
               f"{fixed['probes_seconds']:.0f} s, k-NN {fixed['knn_seconds']:.0f} s, then features from the "
-              "step time; training gets the rest", flush=True)
+              "step time" + (f" (cached from an earlier demo here: {', '.join(fixed['cached_rows'])})"
+                             if fixed["cached_rows"] else "") + "; training gets the rest", flush=True)
     length = f"a {cfg.time_budget:g} s training budget" if cfg.time_budget else f"{cfg.epochs} epochs"
     print(f"[train] {cfg.method} on {cfg.dataset}: {cfg.arch} width {cfg.width}, {cfg.image_size}px, "
           f"{cfg.num_views} views, batch {cfg.batch_size}, {length}, {cfg.mixed_precision} "

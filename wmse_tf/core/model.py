@@ -88,6 +88,14 @@ class SSLModel(keras.Model):
             projector.build((None, encoder.output.shape[-1]))
         self.built = True  # encoder and projector are built; call() is the encoder
 
+    def compile(self, optimizer="rmsprop", **kwargs):
+        """keras `compile`, then the optimizer's variables built for `trainable_variables`. Keras
+        builds them in the first traced step when no strategy is set, and a tf.function that creates
+        variables is traced twice: building them here halves the first `fit` call's tracing."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
     def call(self, images, training=False):
         """Features of images (the encoder's output), as used for evaluation."""
         return self.encoder(images, training=training)

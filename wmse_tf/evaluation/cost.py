@@ -10,7 +10,8 @@ cost here. Its parts scale differently with the machine:
   probes, k-NN dense algebra on the features: they scale with the core, not with the
                convolution kernels, so they are timed here on data of their real shapes
                (`calibrate`: a few probe epochs and k-NN chunks, a few seconds)
-  t-SNE, plots, export   scale with the core like the probes: T_SNE_PROBE_EPOCHS probe epochs
+  t-SNE, plots, export   scale with the core like the probes: T_SNE_PROBE_EPOCHS epochs of one
+               REFERENCE_DIM-d probe, timed too (so not fewer when cached baselines leave fewer probes)
 
 The constants were fitted on `python -m bench.evaluation` and demo runs (docs/demo.md).
 
@@ -26,9 +27,12 @@ import numpy as np
 # Forward share of a training step's time per image (forward + backward ~ 3 forwards, plus the
 # step's fixed costs); measured features / step ratio in docs/demo.md.
 FORWARD_SHARE = 0.45
-# t-SNE of 2 x 2000 points, the plots and the export, in probe epochs of the same machine: 15 s
-# after a 57 s probe run of 500 epochs in the demo on the development VM (docs/demo.md).
-T_SNE_PROBE_EPOCHS = 140
+# t-SNE of 2 x 2000 points, the plots and the export, in epochs of one REFERENCE_DIM-d probe on
+# the machine (timed whatever rows the evaluation has, so it does not shrink with the probes
+# left when baselines are cached): 39 s against 55 ms on an AVX2-only Zen 3 (709 epochs), 15 s
+# against 35 ms on the Zen 4 development VM (430) (docs/demo.md).
+T_SNE_PROBE_EPOCHS = 750
+REFERENCE_DIM = 64
 MARGIN = 1.15  # estimates are kept 15% high: the budget must not be overrun
 KNN_BANK = 8192  # rows of the k-NN bank timed (scaled to the real bank)
 
@@ -37,7 +41,7 @@ def calibrate(num_train, num_test, dims, probe_epochs=500, knn_chunk=256, seed=0
     """Seconds of the linear probes (trained together; none if `probe_epochs` is 0) and k-NN of
     feature sets of `dims`, extrapolated from 2 timed probe epochs and one timed k-NN chunk per set
     against a KNN_BANK-row bank, on random data of the real shapes (after one untimed epoch and
-    chunk: tracing)."""
+    chunk: tracing); and of the t-SNE, plots and export, from 2 epochs of one REFERENCE_DIM-d probe."""
     from wmse_tf.evaluation import knn, linear_probe
 
     rng = np.random.default_rng(seed)
@@ -45,14 +49,16 @@ def calibrate(num_train, num_test, dims, probe_epochs=500, knn_chunk=256, seed=0
     xs = [rng.normal(size=(num_train, d)).astype(np.float32) for d in dims]
     import tensorflow as tf
 
-    epoch_s = 0.0
-    if probe_epochs:
-        train, _ = linear_probe.trainer_for(xs, y, 10, linear_probe.ProbeConfig(epochs=probe_epochs))
+    def epoch_seconds(sets):
+        train, _ = linear_probe.trainer_for(sets, y, 10, linear_probe.ProbeConfig(epochs=max(probe_epochs, 3)))
         train(tf.constant(0), 1)  # traces
         start = time.perf_counter()
         for epoch in (1, 2):
             train(tf.constant(epoch), 1)
-        epoch_s = (time.perf_counter() - start) / 2
+        return (time.perf_counter() - start) / 2
+
+    epoch_s = epoch_seconds(xs) if probe_epochs and xs else 0.0
+    reference_s = epoch_seconds([rng.normal(size=(num_train, REFERENCE_DIM)).astype(np.float32)])
     specs = [("cosine", 5, False), ("euclidean", 5, False)]
     knn_s, bank = 0.0, min(num_train, KNN_BANK)
     for x in xs:  # a KNN_BANK-row bank: the chunk's time grows with the bank's rows
@@ -62,7 +68,7 @@ def calibrate(num_train, num_test, dims, probe_epochs=500, knn_chunk=256, seed=0
         knn.knn_predict_many(x[:bank], y[:bank], queries, specs, batch_size=knn_chunk)
         knn_s += (time.perf_counter() - start) * num_train / bank * -(-num_test // knn_chunk)
     return {"probe_epoch_seconds": epoch_s, "probes_seconds": epoch_s * probe_epochs, "knn_seconds": knn_s,
-            "other_seconds": epoch_s * T_SNE_PROBE_EPOCHS}
+            "other_seconds": reference_s * T_SNE_PROBE_EPOCHS}
 
 
 def estimate(fixed, step_seconds, feature_images, images_per_step):

@@ -101,6 +101,14 @@ def _mtime(path):
     return str(os.path.getmtime(path)) if os.path.exists(path) else "?"
 
 
+def random_weights(encoder, seed=0):
+    """The same architecture with fresh weights: its initializers under `keras.utils.set_random_seed(seed)`."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(encoder)
+
+
 def open_model(path, random_init=False, seed=0):
     """Opens a training run dir (encoder.keras), an encoder.keras file or a SavedModel."""
     from wmse_tf.export import saved_model as export
@@ -108,14 +116,11 @@ def open_model(path, random_init=False, seed=0):
     path = os.path.abspath(path)
     keras_file = path if path.endswith(".keras") else os.path.join(path, "encoder.keras")
     if os.path.exists(keras_file):
-        import keras
-
         from wmse_tf.core import encoders
 
         encoder = encoders.load(keras_file)
         if random_init:
-            keras.utils.set_random_seed(seed)
-            encoder = keras.models.clone_model(encoder)
+            encoder = random_weights(encoder, seed)
         flags_path = os.path.join(os.path.dirname(keras_file), "flags.json")
         run_flags = {}
         if os.path.exists(flags_path):

@@ -32,6 +32,7 @@ def keras_features(encoder, jit_compile=False):
     def fn(images):
         return tf.cast(encoder(images, training=False), tf.float32)
 
+    fn.encoder = encoder
     return fn
 
 

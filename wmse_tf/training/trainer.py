@@ -218,8 +218,7 @@ def _run(cfg, strategy, chief, scratch, started_at=None, reserve=None):
             schedule = schedules.schedule_for(cfg, spe)  # its planned length is a (mirrored) variable
             model = build_model(cfg, total)
             model.compile(optimizer=schedules.make_optimizer(cfg.optimizer, schedule, cfg.weight_decay,
-                                                             cfg.momentum))
-            model.optimizer.build(model.trainable_variables)
+                                                             cfg.momentum))  # builds its variables
         checkpointer = ckpt_lib.Checkpointer(scratch, model, cfg.keep_checkpoints, restore_dir=cfg.model_dir)
         step = checkpointer.restore() if resuming else 0
         state = LoopState(spe, cfg.epochs, step=step, batch_size=cfg.batch_size,
