@@ -11,3 +11,13 @@ def machine_line():
 
     return (f"machine: {resolve.cpu_description()}; {onednn.current().line()}; "
             f"load average {os.getloadavg()[0]:.1f}")
+
+
+def decide_onednn(arch, stem, width, image_size):
+    """oneDNN decided for the benchmark's own encoder (`wmse_tf.onednn.apply`), as train and demo do
+    for theirs; call before TensorFlow is imported (otherwise the import hook decides for a fixed set
+    of convolutions that includes oneDNN's wrong class, and leaves it off on such a CPU)."""
+    from wmse_tf import onednn
+    from wmse_tf.core import archs
+
+    return onednn.apply(archs.convolutions(arch, stem, width, image_size))

@@ -24,13 +24,27 @@ import subprocess
 import sys
 import time
 
-import keras
-import numpy as np
-import tensorflow as tf
+from bench import decide_onednn, machine_line
 
-from bench import machine_line
-from wmse_tf.core import encoders, model, objectives
-from wmse_tf.training import resolve
+
+def _width_from_argv():
+    """--width (16 with --quick), read before TensorFlow is imported: oneDNN is decided for it."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--quick", action="store_true")
+    args, _ = parser.parse_known_args()
+    return 16 if args.quick else args.width
+
+
+if __name__ == "__main__":
+    decide_onednn("resnet18", "cifar", _width_from_argv(), 32)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from wmse_tf.core import encoders, model, objectives  # noqa: E402
+from wmse_tf.training import resolve  # noqa: E402
 
 SETTINGS = (("float32", False), ("mixed_bfloat16", False), ("float32", True), ("mixed_bfloat16", True))
 
