@@ -21,3 +21,15 @@ def decide_onednn(arch, stem, width, image_size):
     from wmse_tf.core import archs
 
     return onednn.apply(archs.convolutions(arch, stem, width, image_size))
+
+
+def width_from_argv(default=64):
+    """The benchmark's --width (16 with --quick), read before TensorFlow is imported, to decide
+    oneDNN for that encoder (`decide_onednn`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--width", type=int, default=default)
+    parser.add_argument("--quick", action="store_true")
+    args, _ = parser.parse_known_args()
+    return 16 if args.quick else args.width

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from bench import machine_line
+from bench import decide_onednn, machine_line
 
 
 def timed(label, fn, *args, **kwargs):
@@ -33,6 +33,7 @@ def main():
     parser.add_argument("--skip", default="", help="comma-separated stages to skip: features,probe,knn,tsne")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
+    decide_onednn("resnet18", "cifar", 8, 28)  # the demo's encoder, before TensorFlow's import
     print(machine_line(), flush=True)
 
     from wmse_tf.core import encoders

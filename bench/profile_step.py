@@ -18,12 +18,16 @@ import glob
 import tempfile
 import time
 
-import numpy as np
-import tensorflow as tf
+from bench import decide_onednn, machine_line, width_from_argv
 
-from bench import machine_line
-from bench.train_step import Case
-from wmse_tf.core import objectives
+if __name__ == "__main__":
+    decide_onednn("resnet18", "cifar", width_from_argv(), 32)  # before TensorFlow's import
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench.train_step import Case  # noqa: E402
+from wmse_tf.core import objectives  # noqa: E402
 
 GROUPS = (  # (group, substrings of op types), first match wins
     ("conv backprop filter", ("Conv2DBackpropFilter",)),

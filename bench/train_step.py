@@ -24,20 +24,10 @@ import subprocess
 import sys
 import time
 
-from bench import decide_onednn, machine_line
-
-
-def _width_from_argv():
-    """--width (16 with --quick), read before TensorFlow is imported: oneDNN is decided for it."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--quick", action="store_true")
-    args, _ = parser.parse_known_args()
-    return 16 if args.quick else args.width
-
+from bench import decide_onednn, machine_line, width_from_argv
 
 if __name__ == "__main__":
-    decide_onednn("resnet18", "cifar", _width_from_argv(), 32)
+    decide_onednn("resnet18", "cifar", width_from_argv(), 32)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
