@@ -54,3 +54,7 @@ def test_random_and_pixel_rows_are_computed_once_then_read_back(tmp_path):
     # The random row is what the random weights give: another seed is another row.
     _, other_seed = baselines.evaluation_reserve(smoke_cfg(tmp_path / "run", "--seed=7"), econf, cache_dir=cache)
     assert other_seed["cached_rows"] == [baselines.PIXELS]
+    # ... and another precision is another row (its features are computed under that policy).
+    _, other_policy = baselines.evaluation_reserve(smoke_cfg(tmp_path / "run", "--mixed_precision=mixed_bfloat16"),
+                                                   econf, cache_dir=cache)
+    assert other_policy["cached_rows"] == [baselines.PIXELS]

@@ -6,8 +6,8 @@ trained and the random-weights encoder, raw pixels, then `evaluator.evaluate_fea
 Neither baseline depends on the run: raw pixels are the data, and the random weights are the
 architecture's initializers under the seed. So both rows are cached per machine (`cache_dir`,
 default `$XDG_CACHE_HOME/wmse_tf/baselines`; the random row with its test features, for the 2-D
-map), keyed by hashes of the pixels and labels themselves (and of the random weights and the eval
-transform), the evaluation protocol, the TF version and the CPU, and recomputed when any of them
+map), keyed by hashes of the pixels and labels themselves (and of the random weights, the eval
+transform and the dtype policy), the evaluation protocol, the TF version and the CPU, and recomputed when any of them
 changes: a demo after the first evaluates only its trained encoder. `evaluation_reserve` estimates
 the whole evaluation's seconds before training (`evaluation.cost`), for the rows not cached.
 
@@ -81,12 +81,13 @@ def row_cache_path(kind, parts, config, cache_dir=None):
     return os.path.join(cache_dir or atomic_io.cache_dir("baselines"), name)
 
 
-def random_row_parts(encoder, seed, data_key, augment, image_size):
-    """`row_cache_path` parts of the random-weights row of a run's `encoder` (its architecture)."""
+def random_row_parts(encoder, seed, data_key, augment, image_size, policy):
+    """`row_cache_path` parts of the random-weights row of a run's `encoder` (its architecture),
+    computed under the dtype policy `policy` (the run's --mixed_precision)."""
     from wmse_tf.evaluation.evaluator import random_weights
 
     augment = json.loads(json.dumps(augment, default=list))  # as flags.json holds it: lists, not tuples
-    return [data_key, weights_digest(random_weights(encoder, seed)), augment, image_size]
+    return [data_key, weights_digest(random_weights(encoder, seed)), augment, image_size, policy]
 
 
 def read_row(path, with_features=False):
@@ -123,8 +124,10 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
     pixel_set = pixel_sets(dataset, config.data_dir, config.limit_train, config.limit_test)
     data_key = data_digest(pixel_set)
     trained = eval_lib.open_model(model_dir)
-    random_path = row_cache_path("random", random_row_parts(trained.feature_fn.encoder, seed, data_key,
-                                                            trained.augment, trained.image_size), config, cache_dir)
+    encoder = trained.feature_fn.encoder
+    random_path = row_cache_path("random", random_row_parts(encoder, seed, data_key, trained.augment,
+                                                            trained.image_size, encoder.dtype_policy.name),
+                                 config, cache_dir)
     paths = {RANDOM: random_path}
     if pixels:
         paths[PIXELS] = row_cache_path("pixels", [data_key], config, cache_dir)
@@ -166,7 +169,8 @@ def evaluation_reserve(cfg, config, pixels=True, cache_dir=None):
     train_n, test_n = len(pixel_set[1]), len(pixel_set[3])
     data_key = data_digest(pixel_set)
     encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size)  # the run's, untrained
-    parts = random_row_parts(encoder, cfg.seed, data_key, cfg.to_dict().get("augment"), cfg.image_size)
+    parts = random_row_parts(encoder, cfg.seed, data_key, cfg.to_dict().get("augment"), cfg.image_size,
+                             cfg.mixed_precision)
     random_cached = read_row(row_cache_path("random", parts, config, cache_dir), with_features=True) is not None
     features = encoder.output.shape[-1]
     dims = [features] + ([] if random_cached else [features])
