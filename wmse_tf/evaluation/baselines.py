@@ -81,13 +81,11 @@ def row_cache_path(kind, parts, config, cache_dir=None):
     return os.path.join(cache_dir or atomic_io.cache_dir("baselines"), name)
 
 
-def random_row_parts(encoder, seed, data_key, augment, image_size, policy):
-    """`row_cache_path` parts of the random-weights row of a run's `encoder` (its architecture),
-    computed under the dtype policy `policy` (the run's --mixed_precision)."""
-    from wmse_tf.evaluation.evaluator import random_weights
-
+def random_row_parts(random_encoder, data_key, augment, image_size, policy):
+    """`row_cache_path` parts of the random-weights row: the random weights of the run's architecture
+    (`evaluator.random_weights`), computed under the dtype policy `policy` (the run's --mixed_precision)."""
     augment = json.loads(json.dumps(augment, default=list))  # as flags.json holds it: lists, not tuples
-    return [data_key, weights_digest(random_weights(encoder, seed)), augment, image_size, policy]
+    return [data_key, weights_digest(random_encoder), augment, image_size, policy]
 
 
 def read_row(path, with_features=False):
@@ -123,22 +121,20 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
     meta = data.info(dataset)
     pixel_set = pixel_sets(dataset, config.data_dir, config.limit_train, config.limit_test)
     data_key = data_digest(pixel_set)
-    trained = eval_lib.open_model(model_dir)
-    encoder = trained.feature_fn.encoder
-    random_path = row_cache_path("random", random_row_parts(encoder, seed, data_key, trained.augment,
-                                                            trained.image_size, encoder.dtype_policy.name),
-                                 config, cache_dir)
-    paths = {RANDOM: random_path}
+    models = {TRAINED: eval_lib.open_model(model_dir), RANDOM: eval_lib.open_model(model_dir, True, seed)}
+    random_encoder = models[RANDOM].feature_fn.encoder
+    paths = {RANDOM: row_cache_path("random", random_row_parts(
+        random_encoder, data_key, models[RANDOM].augment, models[RANDOM].image_size,
+        random_encoder.dtype_policy.name), config, cache_dir)}
     if pixels:
         paths[PIXELS] = row_cache_path("pixels", [data_key], config, cache_dir)
     cached = {name: read_row(path, with_features=name == RANDOM) for name, path in paths.items()}
     cached = {name: row for name, row in cached.items() if row is not None}
     sets = {}
-    for name, random_init in ((TRAINED, False), (RANDOM, True)):
+    for name, model in models.items():
         if name in cached:
             continue
         log(f"\n[eval] {name}: features of {meta.train_split} and {meta.test_split}")
-        model = trained if not random_init else eval_lib.open_model(model_dir, random_init=True, seed=seed)
         sets[name] = (*eval_lib.eval_split(model, dataset, meta.train_split, config, config.limit_train),
                       *eval_lib.eval_split(model, dataset, meta.test_split, config, config.limit_test))
     if pixels and PIXELS not in cached:
@@ -164,13 +160,14 @@ def evaluation_reserve(cfg, config, pixels=True, cache_dir=None):
     `cfg` here, calibration): a few seconds of probe epochs and k-NN chunks timed now
     (`evaluation.cost`), for the rows not cached."""
     from wmse_tf.core import encoders
+    from wmse_tf.evaluation.evaluator import random_weights
 
     pixel_set = pixel_sets(cfg.dataset, config.data_dir, config.limit_train, config.limit_test)
     train_n, test_n = len(pixel_set[1]), len(pixel_set[3])
     data_key = data_digest(pixel_set)
     encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size)  # the run's, untrained
-    parts = random_row_parts(encoder, cfg.seed, data_key, cfg.to_dict().get("augment"), cfg.image_size,
-                             cfg.mixed_precision)
+    parts = random_row_parts(random_weights(encoder, cfg.seed), data_key, cfg.to_dict().get("augment"),
+                             cfg.image_size, cfg.mixed_precision)
     random_cached = read_row(row_cache_path("random", parts, config, cache_dir), with_features=True) is not None
     features = encoder.output.shape[-1]
     dims = [features] + ([] if random_cached else [features])
