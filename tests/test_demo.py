@@ -59,10 +59,10 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the baselines' cache
     demo.FLAGS.unparse_flags()
-    try:  # a budgeted run: the 45 s demo budget holds training and the evaluation estimated for it
+    try:  # a budgeted run: the 20 s demo budget holds training and the evaluation estimated for it
         argv = demo.FLAGS(["demo", "--flagfile=configs/smoke.flags", f"--model_dir={run_dir}",
                            f"--demo_export_dir={export_dir}", "--epochs=1", "--probe_epochs=20", "--map=pca",
-                           "--verbose=2", "--time_budget=1m", "--demo_budget=45s", "--w_eps=0.05"])
+                           "--verbose=2", "--time_budget=1m", "--demo_budget=20s", "--w_eps=0.05"])
         code = demo.main(argv)
     finally:
         demo.FLAGS.unparse_flags()
@@ -74,9 +74,9 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
                 "5-NN cosine", "written:"):
         assert row in out
     results = json.loads((run_dir / "demo_results.json").read_text())
-    assert "[plan] demo budget 45 s" in out and results["training"]["time_budget_seconds"] == 45
+    assert "[plan] demo budget 20 s" in out and results["training"]["time_budget_seconds"] == 20
     seconds = results["seconds"]
-    assert seconds["demo_budget"] == 45 and seconds["evaluate_estimated"] > 0
+    assert seconds["demo_budget"] == 20 and seconds["evaluate_estimated"] > 0
     assert results["training"]["plan"]["reserved_seconds"] > 0
     for row in ("pixels-*.json", "random-*.json", "random-*.npz"):  # the baselines, cached for next time
         assert glob.glob(str(tmp_path / "cache" / "wmse_tf" / "baselines" / row)), row

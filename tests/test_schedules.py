@@ -118,3 +118,43 @@ def test_optimizer_follows_the_schedule_and_decays_decoupled(name):
     assert plain.weight_decay is None
     if name == "sgd":
         assert schedules.make_optimizer("sgd", 0.1, momentum=0.7).momentum == 0.7
+
+
+class _CountingSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A constant schedule that counts how often the optimizer evaluates it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, step):
+        self.calls += 1
+        return tf.constant(0.1, tf.float32) * tf.cast(step + 1, tf.float32) / tf.cast(step + 1, tf.float32)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_optimizer_evaluates_the_schedule_once_per_step(name):
+    """Keras' decoupled weight decay reads the learning rate once per weight; ours reads it once per
+    step, so a traced step holds one copy of the schedule, whatever the number of weights."""
+    sched = _CountingSchedule()
+    opt = schedules.make_optimizer(name, sched, weight_decay=0.1, momentum=0.0)
+    ws = [tf.Variable(np.full([3], i + 1.0, np.float32)) for i in range(10)]
+    opt.build(ws)
+    sched.calls = 0
+    step = tf.function(lambda: opt.apply([tf.ones_like(w) for w in ws], ws))
+    step()
+    assert sched.calls == 1  # once in the one trace (Keras 3.15's own optimizers: 11 with 10 weights)
+    step()
+    assert sched.calls == 1 and int(opt.iterations) == 2
+    ref = (keras.optimizers.Adam if name == "adam" else keras.optimizers.SGD)(0.1, weight_decay=0.1)
+    ref_ws = [tf.Variable(np.full([3], i + 1.0, np.float32)) for i in range(10)]
+    for _ in range(2):
+        ref.apply([tf.ones_like(w) for w in ref_ws], ref_ws)
+    for w, r in zip(ws, ref_ws):  # the same update as Keras' own optimizer
+        np.testing.assert_allclose(w.numpy(), r.numpy(), rtol=1e-6)
+
+
+def test_optimizer_serializes_as_itself():
+    opt = schedules.make_optimizer("adam", schedules.WarmupSchedule(0.1, warmup_steps=4), weight_decay=0.3)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert type(again) is schedules.Adam and again.weight_decay == pytest.approx(0.3)
+    assert float(again.learning_rate) == pytest.approx(float(opt.learning_rate))

@@ -127,11 +127,44 @@ def schedule_for(cfg, steps_per_epoch):
                           cfg.lr_drop_gamma, total)
 
 
+class _OneLearningRatePerStep:
+    """Evaluates the learning-rate schedule once per optimizer step instead of once per weight.
+
+    Keras 3's TensorFlow optimizer reads `self.learning_rate` inside its decoupled weight decay
+    for every weight, and each read evaluates the schedule: a ResNet-18 step graph then holds 66
+    copies of the schedule's ops, which cost about 2 s of tracing and graph building per run (a
+    quarter of a smoke run, measured with tests' smoke.flags). Every read within one step sees
+    the same `iterations`, so the value is the same; only the graph is smaller. Overrides two
+    private methods of keras.optimizers.Optimizer (3.x), checked by tests/test_schedules.py.
+    """
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        self._step_learning_rate = super()._get_current_learning_rate()
+        try:
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        finally:
+            self._step_learning_rate = None
+
+    def _get_current_learning_rate(self):
+        lr = getattr(self, "_step_learning_rate", None)
+        return super()._get_current_learning_rate() if lr is None else lr
+
+
+@keras.saving.register_keras_serializable(package="wmse_tf")
+class Adam(_OneLearningRatePerStep, keras.optimizers.Adam):
+    """keras.optimizers.Adam whose schedule is evaluated once per step (see _OneLearningRatePerStep)."""
+
+
+@keras.saving.register_keras_serializable(package="wmse_tf")
+class SGD(_OneLearningRatePerStep, keras.optimizers.SGD):
+    """keras.optimizers.SGD whose schedule is evaluated once per step (see _OneLearningRatePerStep)."""
+
+
 def make_optimizer(name, learning_rate, weight_decay=0.0, momentum=0.9):
     """"adam" (reference) or "sgd" (with momentum); weight decay is decoupled (see module doc)."""
     wd = weight_decay or None
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=wd)
+        return Adam(learning_rate, weight_decay=wd)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, weight_decay=wd)
+        return SGD(learning_rate, momentum=momentum, weight_decay=wd)
     raise ValueError(f"make_optimizer: unknown optimizer {name!r}; choose adam or sgd")
