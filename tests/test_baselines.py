@@ -1,13 +1,16 @@
-"""The demo's baselines (wmse_tf.evaluation.baselines): computed once per machine, then read back."""
+"""The demo's baselines (wmse_tf.evaluation.baselines): computed once per machine, then read back;
+the rows shipped with wmse_tf (wmse_tf.evaluation.reference_rows) read when their key matches."""
 
+import dataclasses
 import os
 
 import numpy as np
+import pytest
 
 from tests import helpers
-from wmse_tf import train
+from wmse_tf import demo, train
 from wmse_tf.core import encoders
-from wmse_tf.evaluation import baselines, evaluator as eval_lib
+from wmse_tf.evaluation import baselines, evaluator as eval_lib, reference_rows
 from wmse_tf.evaluation.linear_probe import ProbeConfig
 
 SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "smoke.flags")
@@ -22,7 +25,8 @@ def smoke_cfg(tmp_path, *args):
         train.FLAGS.unparse_flags()
 
 
-def test_random_and_pixel_rows_are_computed_once_then_read_back(tmp_path):
+def smoke_run(tmp_path):
+    """(cfg, run dir of a "trained" smoke encoder, a quick EvalConfig)."""
     cfg = smoke_cfg(tmp_path / "run")
     encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size)
     encoder.set_weights([w + 0.01 for w in encoder.get_weights()])  # "trained": not the random init
@@ -30,6 +34,12 @@ def test_random_and_pixel_rows_are_computed_once_then_read_back(tmp_path):
         k: v for k, v in cfg.to_dict().items() if k != "dataset"})
     econf = eval_lib.EvalConfig(probe=ProbeConfig(epochs=3), knn=("cosine:5", "euclidean:5"), limit_train=256,
                                 limit_test=64, progress=False, rank_images=64)
+    return cfg, run_dir, econf
+
+
+def test_random_and_pixel_rows_are_computed_once_then_read_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(reference_rows, "REFERENCE_DIR", str(tmp_path / "none shipped"))
+    cfg, run_dir, econf = smoke_run(tmp_path)
     cache = str(tmp_path / "cache")
     _, before = baselines.evaluation_reserve(cfg, econf, cache_dir=cache)
     assert before["cached_rows"] == []
@@ -58,3 +68,84 @@ def test_random_and_pixel_rows_are_computed_once_then_read_back(tmp_path):
     _, other_policy = baselines.evaluation_reserve(smoke_cfg(tmp_path / "run", "--mixed_precision=mixed_bfloat16"),
                                                    econf, cache_dir=cache)
     assert other_policy["cached_rows"] == [baselines.PIXELS]
+
+
+def test_shipped_rows_are_read_when_their_key_matches_and_marked(tmp_path, monkeypatch):
+    """A first evaluation on a machine reads the shipped rows of its exact key (not copied to the
+    machine's cache), computes the random encoder's test features for the map, and computes what
+    another protocol or `reuse=False` asks for."""
+    monkeypatch.setattr(reference_rows, "REFERENCE_DIR", str(tmp_path / "shipped"))
+    cfg, run_dir, econf = smoke_run(tmp_path)
+    quiet = lambda _: None  # noqa: E731
+    computed, feats = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed,
+                                                        cache_dir=str(tmp_path / "elsewhere"), log=quiet)
+    pixel_set = baselines.pixel_sets(cfg.dataset, None, econf.limit_train, econf.limit_test)
+    parts = baselines.row_parts(eval_lib.open_model(run_dir, True, cfg.seed), baselines.data_digest(pixel_set))
+    provenance = {"machine": "the test's", "command": "test"}
+    for name, (kind, part) in parts.items():
+        reference_rows.write(kind, part, baselines.protocol(econf), computed[name], provenance)
+    cache = str(tmp_path / "cache")  # this machine: nothing cached
+    _, plan = baselines.evaluation_reserve(cfg, econf, cache_dir=cache)
+    assert plan["reference_rows"] == [baselines.RANDOM, baselines.PIXELS] and plan["cached_rows"] == []
+    rows, feats_again = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed, cache_dir=cache,
+                                                          log=quiet)
+    for name in (baselines.RANDOM, baselines.PIXELS):
+        assert rows[name].pop("reference") == provenance
+        assert rows[name] == computed[name]
+    np.testing.assert_array_equal(feats_again[baselines.RANDOM][0], feats[baselines.RANDOM][0])
+    assert not os.path.exists(cache)  # shipped rows are not copied into the machine's cache
+    table = demo.format_table(dict(rows, **{baselines.RANDOM: dict(rows[baselines.RANDOM], reference=provenance)}),
+                              "p")
+    assert f"{baselines.RANDOM} (*)" in table and "shipped with wmse_tf, computed on the test's" in table
+    # Another protocol is another key: computed (and then cached here).
+    other = dataclasses.replace(econf, knn=("cosine:5",))
+    _, plan = baselines.evaluation_reserve(cfg, other, cache_dir=cache)
+    assert plan["reference_rows"] == plan["cached_rows"] == []
+    # --baselines=compute: nothing reused.
+    fresh, _ = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed, cache_dir=cache, log=quiet,
+                                                 reuse=False)
+    assert not any("reference" in r or "cached" in r for r in fresh.values())
+
+
+def test_the_shipped_rows_are_those_of_the_demo_default_recipe():
+    """The rows shipped in wmse_tf/evaluation/reference/ have the key a default `make demo` looks up
+    (a change of the recipe, the protocol, the random weights or TF makes this fail: recompute them
+    with `python -m bench.reference_rows`)."""
+    from wmse_tf.data import datasets as data
+
+    try:
+        data.prepare("fashion_mnist", None, False)
+    except data.DatasetNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (make setup installs it)")
+    train.FLAGS.unparse_flags()
+    try:
+        train.FLAGS(demo.with_default_flagfile(["demo"]))
+        cfg = train.config_from_flags()
+        econf = demo.eval_config(cfg, train.FLAGS.probe_epochs, 0, 0)
+    finally:
+        train.FLAGS.unparse_flags()
+    pixel_set = baselines.pixel_sets(cfg.dataset, econf.data_dir)
+    data_key = baselines.data_digest(pixel_set)
+    encoder = eval_lib.random_weights(encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size), cfg.seed)
+    random_parts = baselines.random_row_parts(encoder, data_key, cfg.to_dict().get("augment"), cfg.image_size,
+                                              cfg.mixed_precision)
+    for kind, parts in (("random", random_parts), ("pixels", [data_key])):
+        row = reference_rows.read(kind, parts, baselines.protocol(econf))
+        assert row is not None, f"no shipped {kind} row for the demo's recipe: python -m bench.reference_rows"
+        assert row["num_train"] == 60000 and row["num_test"] == 10000
+        assert {"machine", "onednn", "tensorflow", "command", "date"} <= set(row["reference"])
+        assert 0.5 < row["linear"]["top1"] < 0.95  # a real Fashion-MNIST score, not a placeholder
+
+
+@pytest.mark.slow
+def test_the_shipped_rows_are_what_this_machine_computes():
+    """`python -m bench.reference_rows --compare`: the default recipe's baselines computed here
+    (a few minutes) within 0.1 point of the shipped rows."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "bench.reference_rows", "--compare"], env=helpers.python_env(),
+                            cwd=os.path.dirname(os.path.dirname(SMOKE)), capture_output=True, text=True,
+                            timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "diff" in result.stdout

@@ -96,7 +96,7 @@ def test_whiten_across_replicas_only_needs_the_global_batch():
     assert cfg.expected_replicas == 4
 
 
-@pytest.mark.parametrize("arg, allowed", [("--arch=resnet99", "resnet18|resnet34|resnet50"),
+@pytest.mark.parametrize("arg, allowed", [("--arch=resnet99", "resnet10|resnet18|resnet34|resnet50"),
                                           ("--strategy=horovod", "default|mirrored|multi_worker|tpu")])
 def test_enum_flags_reject_unknown_values(arg, allowed):
     train.FLAGS.unparse_flags()

@@ -15,6 +15,9 @@ def trainable_count(model):
     (18, "imagenet", 11_176_512),
     (18, "cifar", 11_176_512 - 64 * 3 * 49 + 64 * 3 * 9),  # 3x3 stem conv instead of 7x7
     (50, "imagenet", 23_508_032),
+    # ResNet-10: ResNet-18 with one basic block per stage, i.e. without the second block of each
+    # stage (two 3x3 convolutions f -> f and their BatchNorms, f = 64, 128, 256, 512)
+    (10, "imagenet", 11_176_512 - sum(2 * 9 * f * f + 4 * f for f in (64, 128, 256, 512))),
 ])
 def test_parameter_counts_match_torchvision(depth, stem, expected):
     model = encoders.resnet(depth, stem=stem, width=64, input_shape=(32, 32, 3))

@@ -95,7 +95,8 @@ def test_cached_check_runs_only_convolutions_it_has_not_seen(tmp_path):
 
 
 @pytest.mark.parametrize("arch,stem,width,size", [("resnet18", "cifar", 8, 28), ("resnet18", "small", 4, 16),
-                                                  ("resnet18", "imagenet", 4, 32), ("resnet50", "cifar", 2, 8)])
+                                                  ("resnet18", "imagenet", 4, 32), ("resnet50", "cifar", 2, 8),
+                                                  ("resnet10", "cifar", 4, 16)])
 def test_convolutions_are_the_encoders_own(arch, stem, width, size):
     encoder = encoders.build(arch, stem, width, size)
     want = [(layer.kernel_size[0], layer.strides[0], layer.input.shape[-1], layer.filters, layer.input.shape[1])

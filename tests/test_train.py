@@ -91,7 +91,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_finishes(tmp_path, monkeypatch
     """SIGTERM mid-epoch: a checkpoint, then the resumed run (--exact_resume) continues the
     uninterrupted run's batches and ends with its losses (the in-process twin of
     test_killed_run_resumes_to_the_same_step)."""
-    helpers.skip_if_onednn_wrong(archs.convolutions("resnet18", "cifar", 4, 16))  # smoke.flags' encoder
+    helpers.skip_if_onednn_wrong(archs.convolutions("resnet10", "cifar", 4, 16))  # smoke.flags' encoder
     real = trainer.make_callbacks
 
     def with_signal(cfg, model_, state, *args):

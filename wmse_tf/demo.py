@@ -37,6 +37,9 @@ flags.DEFINE_integer("eval_limit_test", 0, "Use only the first N test images for
 flags.DEFINE_enum("map", "tsne", ["tsne", "pca"], "2-D map of test features.")
 flags.DEFINE_integer("map_points", 2000, "Test images in the 2-D map.")
 flags.DEFINE_bool("pixels", True, "Evaluate raw pixels as a baseline.")
+flags.DEFINE_enum("baselines", "auto", ["auto", "compute"], "auto: the random-weights and raw-pixel rows from "
+                  "this machine's cache or, for the default recipe, the rows shipped with wmse_tf (marked in the "
+                  "table), else computed; compute: computed here (and cached for the next demo).")
 flags.DEFINE_string("demo_export_dir", "zoo/exports", "Export dir when --export_dir is not given.")
 flags.DEFINE_string("demo_budget", "11m", "Wall clock of the whole demo, training and evaluation (the training "
                     "budget is what the evaluation, estimated on this machine, leaves); replaces a --time_budget "
@@ -81,10 +84,21 @@ def protocol_text(cfg, econf, rows):
 
 
 def format_table(rows, protocol):
+    """The rows as a text table; a row read from the cache or shipped with wmse_tf is marked and
+    its origin given below the table."""
+    from wmse_tf.evaluation import reference_rows
+
     head = ("features", "dim", "linear top-1", "linear top-5", "5-NN cosine", "5-NN Euclid.")
-    lines = [head]
+    lines, notes = [head], []
     for name, r in rows.items():
         lin = r.get("linear", {})
+        if "reference" in r:
+            notes.append(f"{name} (*): shipped with wmse_tf, {reference_rows.describe(r['reference'])}; "
+                         "--baselines=compute computes it here")
+            name += " (*)"
+        elif "cached" in r:
+            notes.append(f"{name} (+): computed by an earlier demo on this machine, {r['cached']}")
+            name += " (+)"
         lines.append((name, str(r["num_features"]), f"{100 * lin.get('top1', float('nan')):.2f}",
                       f"{100 * lin.get('top5', float('nan')):.2f}",
                       f"{100 * r['knn']['cosine:5']['top1']:.2f}", f"{100 * r['knn']['euclidean:5']['top1']:.2f}"))
@@ -92,7 +106,7 @@ def format_table(rows, protocol):
     fmt = lambda line: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                  for i, (c, w) in enumerate(zip(line, widths)))
     out = [fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines[1:]]
-    return "\n".join(out + ["", "protocol: " + protocol])
+    return "\n".join(out + notes + ["", "protocol: " + protocol])
 
 
 def training_text(cfg, results):
@@ -124,12 +138,14 @@ def export_model(cfg, export_dir, metrics):
 
 
 def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", map_points=2000,
-        pixels=True, export_dir="zoo/exports", export_formats=(), demo_budget=0.0):
+        pixels=True, export_dir="zoo/exports", export_formats=(), demo_budget=0.0, reuse_baselines=True):
     """The whole demo for a TrainConfig; returns (exit code, results dict or None).
 
     `export_formats`: [(format, quantize)] written beside the SavedModel (wmse_tf.export.formats).
     `demo_budget`: seconds of the whole demo; with a cfg.time_budget > 0, training gets what the
-    evaluation, estimated on this machine before training (`baselines.evaluation_reserve`), leaves."""
+    evaluation, estimated on this machine before training (`baselines.evaluation_reserve`), leaves.
+    `reuse_baselines`: the baseline rows from this machine's cache or the shipped ones when they match
+    (`--baselines=auto`); False computes them."""
     from wmse_tf.evaluation import baselines, plots
     from wmse_tf.export import saved_model as export
     from wmse_tf.training import trainer
@@ -142,12 +158,14 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     cfg = dataclasses.replace(cfg, export_dir="")  # exported below, with the evaluation in its card
     econf = eval_config(cfg, probe_epochs, limit_train, limit_test)
     if demo_budget and cfg.time_budget:
-        reserve, fixed = baselines.evaluation_reserve(cfg, econf, pixels)
+        reserve, fixed = baselines.evaluation_reserve(cfg, econf, pixels, reuse=reuse_baselines)
         cfg = dataclasses.replace(cfg, time_budget=float(demo_budget))
         print(f"[plan] demo budget {demo_budget:g} s; the evaluation, timed here: probes "
               f"{fixed['probes_seconds']:.0f} s, k-NN {fixed['knn_seconds']:.0f} s, then features from the "
               "step time" + (f" (cached from an earlier demo here: {', '.join(fixed['cached_rows'])})"
-                             if fixed["cached_rows"] else "") + "; training gets the rest", flush=True)
+                             if fixed["cached_rows"] else "")
+              + (f" (shipped with wmse_tf: {', '.join(fixed['reference_rows'])})" if fixed["reference_rows"] else "")
+              + "; training gets the rest", flush=True)
     length = f"a {cfg.time_budget:g} s training budget" if cfg.time_budget else f"{cfg.epochs} epochs"
     print(f"[train] {cfg.method} on {cfg.dataset}: {cfg.arch} width {cfg.width}, {cfg.image_size}px, "
           f"{cfg.num_views} views, batch {cfg.batch_size}, {length}, {cfg.mixed_precision} "
@@ -159,8 +177,9 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
 
     tf.get_logger().setLevel("ERROR")  # k-NN retracing notices (one per query-chunk shape)
     t_train = time.time() - t0
-    rows, test_feats = baselines.evaluate_with_baselines(cfg.model_dir, cfg.dataset, econf, cfg.seed, pixels,
-                                                         log=lambda text: print(text, flush=True))
+    rows, test_feats = baselines.evaluate_with_baselines(
+        cfg.model_dir, cfg.dataset, econf, cfg.seed, pixels, log=lambda text: print(text, flush=True),
+        reuse=reuse_baselines)
     protocol = protocol_text(cfg, econf, rows)
     table = format_table(rows, protocol)
     t_eval = time.time() - t0 - t_train
@@ -238,7 +257,7 @@ def main(argv):
         return cli.fail(str(e).replace("--time_budget", "--demo_budget"))
     code, _ = run(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test, FLAGS.map,
                   FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir, variants.parse(FLAGS.export_formats),
-                  demo_budget)
+                  demo_budget, FLAGS.baselines == "auto")
     return code
 
 

@@ -22,10 +22,10 @@ def _mount(*args):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """A 1 MiB tmpfs at tmp_path/fs (a smoke checkpoint is ~0.6 MB: one fits, two do not)."""
+    """A 400 KiB tmpfs at tmp_path/fs (a smoke checkpoint is ~0.28 MB: one fits, two do not)."""
     where = tmp_path / "fs"
     where.mkdir()
-    out = _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where))
+    out = _mount("-t", "tmpfs", "-o", "size=400k", "tmpfs", str(where))
     if out.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({out.stderr.strip() or out.returncode}); "
                     "the monkeypatched ENOSPC test covers the same path")

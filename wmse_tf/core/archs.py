@@ -6,7 +6,9 @@ loading Keras. `STEM_BY_DATASET` is the paper's stem per dataset, used when
 """
 
 STEMS = ("cifar", "small", "imagenet")
-DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+# ResNet-10: one basic block per stage (ResNet-18's first blocks; a small CPU encoder, and the
+# smoke runs' of the tests, whose tracing time grows with the layers).
+DEPTHS = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3))}
 ARCHS = {f"resnet{d}": d for d in DEPTHS}
 # The paper's stems: CIFAR 3x3 no pool, STL-10 / Tiny ImageNet 3x3 + pool, ImageNet 7x7.

@@ -52,7 +52,7 @@ def resnet(depth=18, stem="cifar", width=64, input_shape=(None, None, 3), name=N
     """A ResNet feature extractor: images -> globally pooled features.
 
     Args:
-      depth: 18, 34 or 50.
+      depth: 10 (one basic block per stage), 18, 34 or 50.
       stem: "cifar", "small" or "imagenet" (see module docstring).
       width: channels of the first stage (64 in the paper; e.g. 16 for CPU runs).
       input_shape: per-image input shape, channels last.

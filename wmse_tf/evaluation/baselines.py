@@ -8,8 +8,11 @@ architecture's initializers under the seed. So both rows are cached per machine 
 default `$XDG_CACHE_HOME/wmse_tf/baselines`; the random row with its test features, for the 2-D
 map), keyed by hashes of the pixels and labels themselves (and of the random weights, the eval
 transform and the dtype policy), the evaluation protocol, the TF version and the CPU, and recomputed when any of them
-changes: a demo after the first evaluates only its trained encoder. `evaluation_reserve` estimates
-the whole evaluation's seconds before training (`evaluation.cost`), for the rows not cached.
+changes: a demo after the first evaluates only its trained encoder. Before computing a row on a
+new machine, the rows shipped for the demo's default recipe are looked up (`reference_rows`: the
+same key without the CPU), so a first demo evaluates its trained encoder only, and the random
+encoder's test features for the map. `evaluation_reserve` estimates the whole evaluation's seconds
+before training (`evaluation.cost`), for the rows neither cached nor shipped.
 
 Example:
   >>> rows, test_feats = evaluate_with_baselines("runs/fashion_mnist", "fashion_mnist", EvalConfig())
@@ -22,7 +25,7 @@ import os
 import numpy as np
 
 from wmse_tf import io as atomic_io
-from wmse_tf.evaluation import cost, evaluator as eval_lib
+from wmse_tf.evaluation import cost, evaluator as eval_lib, reference_rows
 
 PIXELS = "raw pixels"
 TRAINED, RANDOM = "W-MSE encoder", "same encoder, random weights"
@@ -70,13 +73,34 @@ def weights_digest(encoder):
     return digest.hexdigest()
 
 
+def protocol(config):
+    """What of an EvalConfig the rows depend on: the probe's dataclass (every hyperparameter), the
+    k-NN specs and the effective rank's images."""
+    return [repr(config.probe), list(config.knn), config.rank_images]
+
+
+def find_row(kind, parts, config, cache_dir=None, with_features=False, reuse=True):
+    """(row, where) of a row computed before: this machine's cache ("cached": its path), else the
+    rows shipped with wmse_tf (`reference_rows`: "reference": provenance; no test features);
+    (None, None) when it must be computed, or when not `reuse`."""
+    if not reuse:
+        return None, None
+    path = row_cache_path(kind, parts, config, cache_dir)
+    row = read_row(path, with_features)
+    if row is not None:
+        return dict(row, cached=path), path
+    row = reference_rows.read(kind, parts, protocol(config))
+    if row is not None:
+        return row, reference_rows.path(kind, parts, protocol(config))
+    return None, None
+
+
 def row_cache_path(kind, parts, config, cache_dir=None):
     """Where the row `kind` ("pixels", "random") of these `parts` (JSON: data and weights digests, eval
     transform) under this protocol, TF and machine is cached."""
     from wmse_tf import onednn
 
-    protocol = [repr(config.probe), list(config.knn), config.rank_images]  # the probe's dataclass: every
-    key = json.dumps([kind, parts, protocol, onednn.machine_id()], sort_keys=True, default=str)  # hyperparameter
+    key = json.dumps([kind, parts, protocol(config), onednn.machine_id()], sort_keys=True, default=str)
     name = f"{kind}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
     return os.path.join(cache_dir or atomic_io.cache_dir("baselines"), name)
 
@@ -86,6 +110,18 @@ def random_row_parts(random_encoder, data_key, augment, image_size, policy):
     (`evaluator.random_weights`), computed under the dtype policy `policy` (the run's --mixed_precision)."""
     augment = json.loads(json.dumps(augment, default=list))  # as flags.json holds it: lists, not tuples
     return [data_key, weights_digest(random_encoder), augment, image_size, policy]
+
+
+def row_parts(random_model, data_key, pixels=True):
+    """{row name: (kind, parts)} of the rows that do not depend on the run, for `find_row`: the
+    random-weights row of `random_model` (`evaluator.open_model(run, random_init=True)`) and, if
+    `pixels`, the raw-pixel row."""
+    encoder = random_model.feature_fn.encoder
+    parts = {RANDOM: ("random", random_row_parts(encoder, data_key, random_model.augment,
+                                                 random_model.image_size, encoder.dtype_policy.name))}
+    if pixels:
+        parts[PIXELS] = ("pixels", [data_key])
+    return parts
 
 
 def read_row(path, with_features=False):
@@ -112,53 +148,56 @@ def write_row(path, row, test_features=None):
         pass  # computed again next time
 
 
-def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cache_dir=None, log=print):
+def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cache_dir=None, log=print,
+                            reuse=True):
     """{row name: results} for the trained encoder, random weights and (if `pixels`) raw pixels, and
     the test features {name: (x, y)} of the two encoders. The random-weights and raw-pixel rows come
-    from the cache when this machine computed them before (a row then has "cached": its path)."""
+    from this machine's cache when it computed them before (a row then has "cached": its path), else,
+    when `reference`, from the rows shipped with wmse_tf ("reference": provenance; the random
+    encoder's test features are then computed, for the 2-D map); the others are computed."""
     from wmse_tf.data import datasets as data
 
     meta = data.info(dataset)
     pixel_set = pixel_sets(dataset, config.data_dir, config.limit_train, config.limit_test)
     data_key = data_digest(pixel_set)
     models = {TRAINED: eval_lib.open_model(model_dir), RANDOM: eval_lib.open_model(model_dir, True, seed)}
-    random_encoder = models[RANDOM].feature_fn.encoder
-    paths = {RANDOM: row_cache_path("random", random_row_parts(
-        random_encoder, data_key, models[RANDOM].augment, models[RANDOM].image_size,
-        random_encoder.dtype_policy.name), config, cache_dir)}
-    if pixels:
-        paths[PIXELS] = row_cache_path("pixels", [data_key], config, cache_dir)
-    cached = {name: read_row(path, with_features=name == RANDOM) for name, path in paths.items()}
-    cached = {name: row for name, row in cached.items() if row is not None}
-    sets = {}
+    parts = row_parts(models[RANDOM], data_key, pixels)
+    found = {name: find_row(kind, part, config, cache_dir, with_features=name == RANDOM, reuse=reuse)
+             for name, (kind, part) in parts.items()}
+    found = {name: hit for name, hit in found.items() if hit[0] is not None}
+    sets, test_feats = {}, {}
     for name, model in models.items():
-        if name in cached:
+        if name in found:
+            if "test_features" not in found[name][0]:  # a shipped row: the map still needs them
+                log(f"\n[eval] {name}: features of {meta.test_split} (for the map)")
+                test_feats[name] = eval_lib.eval_split(model, dataset, meta.test_split, config, config.limit_test)
             continue
         log(f"\n[eval] {name}: features of {meta.train_split} and {meta.test_split}")
         sets[name] = (*eval_lib.eval_split(model, dataset, meta.train_split, config, config.limit_train),
                       *eval_lib.eval_split(model, dataset, meta.test_split, config, config.limit_test))
-    if pixels and PIXELS not in cached:
+    if pixels and PIXELS not in found:
         sets[PIXELS] = pixel_set
     log(f"\n[eval] {', '.join(sets)}: linear probes trained together, and k-NN"
-        + "".join(f"\n       {name}: cached, {paths[name]}" for name in cached))
+        + "".join(f"\n       {name}: {'cached' if 'cached' in row else 'shipped reference row'}, {where}"
+                  for name, (row, where) in found.items()))
     rows = eval_lib.evaluate_feature_sets(sets, config, meta.num_classes)
     for name, (train_x, train_y, _, test_y) in sets.items():
         rows[name].update(num_train=len(train_y), num_test=len(test_y), num_features=int(train_x.shape[1]))
-    test_feats = {name: (sets[name][2], sets[name][3]) for name in (TRAINED, RANDOM) if name in sets}
-    for name, row in cached.items():
-        if name == RANDOM:
-            test_feats[RANDOM] = row.pop("test_features")
-        rows[name] = dict(row, cached=paths[name])
-    for name in set(paths) - set(cached):
-        write_row(paths[name], rows[name], test_feats.get(name))
+    test_feats.update({name: (sets[name][2], sets[name][3]) for name in (TRAINED, RANDOM) if name in sets})
+    for name, (row, _) in found.items():
+        if "test_features" in row:
+            test_feats[name] = row.pop("test_features")
+        rows[name] = row
+    for name in set(parts) - set(found):
+        write_row(row_cache_path(*parts[name], config, cache_dir), rows[name], test_feats.get(name))
     rows = {name: rows[name] for name in (TRAINED, RANDOM, PIXELS) if name in rows}
     return rows, test_feats
 
 
-def evaluation_reserve(cfg, config, pixels=True, cache_dir=None):
+def evaluation_reserve(cfg, config, pixels=True, cache_dir=None, reuse=True):
     """(step_seconds -> estimated seconds of `evaluate_with_baselines` for the run of TrainConfig
     `cfg` here, calibration): a few seconds of probe epochs and k-NN chunks timed now
-    (`evaluation.cost`), for the rows not cached."""
+    (`evaluation.cost`), for the rows neither cached nor shipped (`find_row`)."""
     from wmse_tf.core import encoders
     from wmse_tf.evaluation.evaluator import random_weights
 
@@ -168,14 +207,21 @@ def evaluation_reserve(cfg, config, pixels=True, cache_dir=None):
     encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size)  # the run's, untrained
     parts = random_row_parts(random_weights(encoder, cfg.seed), data_key, cfg.to_dict().get("augment"),
                              cfg.image_size, cfg.mixed_precision)
-    random_cached = read_row(row_cache_path("random", parts, config, cache_dir), with_features=True) is not None
+    random_row, _ = find_row("random", parts, config, cache_dir, with_features=True, reuse=reuse)
+    pixels_row = find_row("pixels", [data_key], config, cache_dir, reuse=reuse)[0] if pixels else None
     features = encoder.output.shape[-1]
-    dims = [features] + ([] if random_cached else [features])
-    pixels_cached = pixels and read_row(row_cache_path("pixels", [data_key], config, cache_dir)) is not None
-    if pixels and not pixels_cached:
+    dims = [features] + ([] if random_row else [features])
+    if pixels and pixels_row is None:
         dims.append(pixel_set[0].shape[1])
     fixed = cost.calibrate(train_n, test_n, dims, config.probe.epochs if config.probe else 0)
-    fixed["cached_rows"] = [name for name, hit in ((RANDOM, random_cached), (PIXELS, pixels_cached)) if hit]
-    encoders_run = 1 if random_cached else 2
+    fixed["cached_rows"] = [name for name, row in ((RANDOM, random_row), (PIXELS, pixels_row))
+                            if row and "cached" in row]
+    fixed["reference_rows"] = [name for name, row in ((RANDOM, random_row), (PIXELS, pixels_row))
+                               if row and "reference" in row]
+    feature_images = train_n + test_n  # the trained encoder's, and the random one's unless cached
+    if random_row is None:
+        feature_images += train_n + test_n
+    elif "reference" in random_row:
+        feature_images += test_n  # a shipped row has no test features: computed for the map
     images_per_step = cfg.batch_size * cfg.num_views
-    return (lambda step_s: cost.estimate(fixed, step_s, encoders_run * (train_n + test_n), images_per_step)), fixed
+    return (lambda step_s: cost.estimate(fixed, step_s, feature_images, images_per_step)), fixed
