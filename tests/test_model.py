@@ -11,7 +11,7 @@ from wmse_tf.core import archs, encoders, model, objectives
 
 def tiny_model(seed=0, emb=8, w_size=32, objective=None):
     keras.utils.set_random_seed(seed)
-    enc = encoders.resnet(18, width=4, input_shape=(8, 8, 3))
+    enc = encoders.resnet(10, width=4, input_shape=(8, 8, 3))
     return model.SSLModel(enc, encoders.projector(emb, hidden=32),
                           objective or objectives.WMSE(w_size=w_size), seed=seed)
 
@@ -25,7 +25,7 @@ def toy_views(n=64, num_views=2, seed=0, noise=0.1):
 
 
 def test_fit_lowers_the_loss():
-    helpers.skip_if_onednn_wrong(archs.convolutions("resnet18", "cifar", 4, 8))  # tiny_model's encoder
+    helpers.skip_if_onednn_wrong(archs.convolutions("resnet10", "cifar", 4, 8))  # tiny_model's encoder
     views, labels = toy_views(256, seed=1)
     ds = tf.data.Dataset.from_tensor_slices((views, labels)).batch(64, drop_remainder=True)
     m = tiny_model()
@@ -62,7 +62,7 @@ def test_accepts_stacked_views_and_four_views():
 
 
 def test_jit_compiled_step_equals_eager_step():
-    helpers.skip_if_onednn_wrong(archs.convolutions("resnet18", "cifar", 4, 8))  # tiny_model's encoder
+    helpers.skip_if_onednn_wrong(archs.convolutions("resnet10", "cifar", 4, 8))  # tiny_model's encoder
     views, labels = toy_views(64, seed=2)
     init, results = None, []
     for kwargs in ({"run_eagerly": True}, {"jit_compile": True}):
