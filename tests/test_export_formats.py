@@ -17,7 +17,7 @@ from wmse_tf.errors import UserError
 from wmse_tf.export import formats, litert, onnx, portable, saved_model as export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = {"arch": "resnet18", "stem": "cifar", "width": 4}
+FLAGS = {"arch": "resnet10", "stem": "cifar", "width": 4}  # helpers.tiny_encoder
 
 
 @pytest.fixture(scope="module")
