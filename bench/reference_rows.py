@@ -74,7 +74,7 @@ def main(argv):
     for name, (kind, parts, row) in computed.items():
         if not FLAGS.compare:
             provenance = {"machine": resolve.cpu_description(), "onednn": onednn.current().line(),
-                          "tensorflow": reference_rows.tf_version(), "command": " ".join(
+                          "tensorflow": onednn.tf_version(), "command": " ".join(
                               ["python -m bench.reference_rows", *argv[1:]]),
                           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
                           "seconds": round(seconds, 1)}

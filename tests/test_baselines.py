@@ -124,13 +124,9 @@ def test_the_shipped_rows_are_those_of_the_demo_default_recipe():
         econf = demo.eval_config(cfg, train.FLAGS.probe_epochs, 0, 0)
     finally:
         train.FLAGS.unparse_flags()
-    pixel_set = baselines.pixel_sets(cfg.dataset, econf.data_dir)
-    data_key = baselines.data_digest(pixel_set)
-    encoder = eval_lib.random_weights(encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size), cfg.seed)
-    random_parts = baselines.random_row_parts(encoder, data_key, cfg.to_dict().get("augment"), cfg.image_size,
-                                              cfg.mixed_precision)
-    for kind, parts in (("random", random_parts), ("pixels", [data_key])):
-        row = reference_rows.read(kind, parts, baselines.protocol(econf))
+    parts, _ = baselines.recipe_row_parts(cfg, baselines.data_digest(baselines.pixel_sets(cfg.dataset, econf.data_dir)))
+    for kind, part in parts.values():  # the keys the demo's plan and evaluation look up
+        row = reference_rows.read(kind, part, baselines.protocol(econf))
         assert row is not None, f"no shipped {kind} row for the demo's recipe: python -m bench.reference_rows"
         assert row["num_train"] == 60000 and row["num_test"] == 10000
         assert {"machine", "onednn", "tensorflow", "command", "date"} <= set(row["reference"])

@@ -153,15 +153,19 @@ def current():
     return _decision or apply(quiet=True)
 
 
-def _machine(with_decision):
-    """CPU model and flags, TF version, architecture, oneDNN ISA limit (and the variable in force)."""
+def tf_version():
+    """The installed TensorFlow's version ("none" if it is not installed), without importing it."""
     from importlib import metadata
 
     try:
-        tf_version = metadata.version("tensorflow")
+        return metadata.version("tensorflow")
     except metadata.PackageNotFoundError:
-        tf_version = "none"
-    fields = [cpu_model(), sorted(cpu_flags()), tf_version, platform.machine(), os.environ.get("ONEDNN_MAX_CPU_ISA", "")]
+        return "none"
+
+
+def _machine(with_decision):
+    """CPU model and flags, TF version, architecture, oneDNN ISA limit (and the variable in force)."""
+    fields = [cpu_model(), sorted(cpu_flags()), tf_version(), platform.machine(), os.environ.get("ONEDNN_MAX_CPU_ISA", "")]
     return json.dumps(fields + [os.environ.get(VAR, "")] if with_decision else fields)
 
 

@@ -45,7 +45,7 @@ for _f in _AUG_FIELDS:
 # Model and method.
 flags.DEFINE_string("method", "wmse", "Method, from the wmse_tf.methods registry (wmse, contrastive, byol, ...).")
 flags.DEFINE_integer("num_views", 4, "Views (augmentations) per image, >= 2 (W-MSE 4 / W-MSE 2).")
-flags.DEFINE_enum("arch", "resnet18", sorted(archs.ARCHS, key=lambda a: int(a[6:])), "Encoder architecture.")
+flags.DEFINE_enum("arch", "resnet18", sorted(archs.ARCHS, key=archs.ARCHS.get), "Encoder architecture.")
 flags.DEFINE_integer("width", 64, "Channels of the first ResNet stage (64 in the paper).")
 flags.DEFINE_enum("stem", "auto", ["auto", "cifar", "small", "imagenet"],
                   "ResNet stem; auto = per dataset (cifar: 3x3 no pool; stl10/tiny: 3x3 + pool; imagenet).")

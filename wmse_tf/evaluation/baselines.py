@@ -124,6 +124,21 @@ def row_parts(random_model, data_key, pixels=True):
     return parts
 
 
+def recipe_row_parts(cfg, data_key, pixels=True):
+    """(`row_parts`, feature dim) of TrainConfig `cfg`'s run before it is trained: the random weights
+    its evaluation will draw (`evaluator.random_weights` of its architecture under `cfg.seed`), its
+    eval transform and precision as its flags.json will hold them."""
+    from wmse_tf.core import encoders
+    from wmse_tf.evaluation.evaluator import random_weights
+
+    encoder = random_weights(encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size), cfg.seed)
+    parts = {RANDOM: ("random", random_row_parts(encoder, data_key, cfg.to_dict().get("augment"), cfg.image_size,
+                                                 cfg.mixed_precision))}
+    if pixels:
+        parts[PIXELS] = ("pixels", [data_key])
+    return parts, encoder.output.shape[-1]
+
+
 def read_row(path, with_features=False):
     """The cached row at `path` ({...} or None); with its test features (x, y) when `with_features`."""
     row = atomic_io.read_json(path)
@@ -152,9 +167,9 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
                             reuse=True):
     """{row name: results} for the trained encoder, random weights and (if `pixels`) raw pixels, and
     the test features {name: (x, y)} of the two encoders. The random-weights and raw-pixel rows come
-    from this machine's cache when it computed them before (a row then has "cached": its path), else,
-    when `reference`, from the rows shipped with wmse_tf ("reference": provenance; the random
-    encoder's test features are then computed, for the 2-D map); the others are computed."""
+    from this machine's cache when it computed them before (a row then has "cached": its path), else
+    from the rows shipped with wmse_tf ("reference": provenance; the random encoder's test features
+    are then computed, for the 2-D map); the others, and all when not `reuse`, are computed and cached."""
     from wmse_tf.data import datasets as data
 
     meta = data.info(dataset)
@@ -198,26 +213,18 @@ def evaluation_reserve(cfg, config, pixels=True, cache_dir=None, reuse=True):
     """(step_seconds -> estimated seconds of `evaluate_with_baselines` for the run of TrainConfig
     `cfg` here, calibration): a few seconds of probe epochs and k-NN chunks timed now
     (`evaluation.cost`), for the rows neither cached nor shipped (`find_row`)."""
-    from wmse_tf.core import encoders
-    from wmse_tf.evaluation.evaluator import random_weights
-
     pixel_set = pixel_sets(cfg.dataset, config.data_dir, config.limit_train, config.limit_test)
     train_n, test_n = len(pixel_set[1]), len(pixel_set[3])
-    data_key = data_digest(pixel_set)
-    encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size)  # the run's, untrained
-    parts = random_row_parts(random_weights(encoder, cfg.seed), data_key, cfg.to_dict().get("augment"),
-                             cfg.image_size, cfg.mixed_precision)
-    random_row, _ = find_row("random", parts, config, cache_dir, with_features=True, reuse=reuse)
-    pixels_row = find_row("pixels", [data_key], config, cache_dir, reuse=reuse)[0] if pixels else None
-    features = encoder.output.shape[-1]
+    parts, features = recipe_row_parts(cfg, data_digest(pixel_set), pixels)
+    found = {name: find_row(kind, part, config, cache_dir, with_features=name == RANDOM, reuse=reuse)[0]
+             for name, (kind, part) in parts.items()}
+    random_row, pixels_row = found[RANDOM], found.get(PIXELS)
     dims = [features] + ([] if random_row else [features])
     if pixels and pixels_row is None:
         dims.append(pixel_set[0].shape[1])
     fixed = cost.calibrate(train_n, test_n, dims, config.probe.epochs if config.probe else 0)
-    fixed["cached_rows"] = [name for name, row in ((RANDOM, random_row), (PIXELS, pixels_row))
-                            if row and "cached" in row]
-    fixed["reference_rows"] = [name for name, row in ((RANDOM, random_row), (PIXELS, pixels_row))
-                               if row and "reference" in row]
+    for origin in ("cached", "reference"):  # fixed["cached_rows"], fixed["reference_rows"]
+        fixed[f"{origin}_rows"] = [name for name, row in found.items() if row and origin in row]
     feature_images = train_n + test_n  # the trained encoder's, and the random one's unless cached
     if random_row is None:
         feature_images += train_n + test_n

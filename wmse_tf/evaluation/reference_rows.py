@@ -19,23 +19,14 @@ import hashlib
 import json
 import os
 
-from wmse_tf import io as atomic_io
+from wmse_tf import io as atomic_io, onednn
 
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 
 
-def tf_version():
-    from importlib import metadata
-
-    try:
-        return metadata.version("tensorflow")
-    except metadata.PackageNotFoundError:
-        return "none"
-
-
 def key(kind, parts, protocol):
     """The shipped row's identity: kind, parts, protocol and TF version (JSON)."""
-    return json.dumps([kind, parts, protocol, tf_version()], sort_keys=True, default=str)
+    return json.dumps([kind, parts, protocol, onednn.tf_version()], sort_keys=True, default=str)
 
 
 def path(kind, parts, protocol, reference_dir=None):
