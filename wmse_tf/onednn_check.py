@@ -34,7 +34,7 @@ def check(convs, repeats=3, batch=BATCH, seed=0):
     import numpy as np
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def run32(x, w, dy, stride):
         return _outputs(tf, x, w, dy, stride)
 

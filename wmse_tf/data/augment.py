@@ -152,7 +152,7 @@ def apply_params(images: tf.Tensor, params: Dict[str, tf.Tensor],
     return normalize(resample(x, params, cfg), cfg)
 
 
-_apply_params_xla = tf.function(apply_params, jit_compile=True)
+_apply_params_xla = tf.function(apply_params, jit_compile=True, autograph=False)
 
 
 def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed,

@@ -60,7 +60,7 @@ def load(name: str, split: str, data_dir: Optional[str] = None,
     else:
         images, labels = (_digits if meta.name == "digits" else _synthetic)(meta, split)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    return ds.map(_to_rgb, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(tf.autograph.experimental.do_not_convert(_to_rgb), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def prepare(name: str, data_dir: Optional[str] = None, download: bool = True) -> None:

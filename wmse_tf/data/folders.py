@@ -110,7 +110,7 @@ def decoded_dataset(pairs: List[Tuple[str, int]], size: int, where: str) -> tf.d
         return fit_image(image, size), label
 
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(tf.autograph.experimental.do_not_convert(decode), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.ignore_errors(log_warning=True)  # Safety net: never crash mid-epoch.
 
 

@@ -73,6 +73,7 @@ def ssl_dataset(name: str, split: str, batch_size: int, num_views: int,
     ds = tf.data.Dataset.zip(ds, seeds)
     views = augment.MultiView(aug_cfg, num_views, jit_compile)
 
+    @tf.autograph.experimental.do_not_convert  # plain graph code: AutoGraph would only add tracing time
     def make(batch, batch_seed):
         images, labels = batch
         return views(images, tf.stack([batch_seed, tf.constant(seed, tf.int64)])), labels
@@ -105,7 +106,7 @@ def eval_dataset(name: str, split: str, batch_size: int, data_dir: Optional[str]
             resize = max(image_size, round(cfg.eval_resize * image_size / cfg.image_size))
         cfg = dataclasses.replace(cfg, image_size=image_size, eval_resize=resize)
     ds = data_lib.load(name, split, data_dir).batch(batch_size)
-    ds = ds.map(lambda x, y: (eval_transform.apply(x, cfg.image_size, cfg.mean, cfg.std,
-                                                   cfg.eval_resize), y),
+    ds = ds.map(tf.autograph.experimental.do_not_convert(
+                    lambda x, y: (eval_transform.apply(x, cfg.image_size, cfg.mean, cfg.std, cfg.eval_resize), y)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -68,7 +68,7 @@ def knn_predict_many(train_feats, train_labels, test_feats, specs, temperature=0
     return [tf.concat(p, axis=0) if p else tf.zeros([0], tf.int64) for p in preds]
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(reduce_retracing=True, autograph=False)
 def _predict_chunk(bank, bank_sq, labels, q, specs, temperature, classes):
     dots = tf.linalg.matmul(q, bank, transpose_b=True)  # [b, N]
     q_sq = tf.reduce_sum(tf.square(q), axis=-1, keepdims=True)

@@ -97,7 +97,7 @@ def _trainer(layers, optimizer, xs, y, rows, seed, jit_compile):
     steps = n // rows
     variables = [v for layer in layers for v in layer.trainable_variables]
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=jit_compile, autograph=False)  # explicit while loops
     def train(first_epoch, epochs):
         def epoch_body(epoch):
             perm = tf.argsort(tf.random.stateless_uniform([n], tf.stack([seed, epoch])))

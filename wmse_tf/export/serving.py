@@ -171,30 +171,30 @@ class EncoderModule(tf.Module):
                        lambda: tf.cast(self._encoder(x, training=training), tf.float32),
                        lambda: tf.zeros([0, num_features], tf.float32))
 
-    @tf.function
+    @tf.function(autograph=False)
     def __call__(self, images, training=False):
         """float32 images [B, H, W, 3] in [0, 1] -> features [B, F] (TF Hub convention)."""
         return self._features(images, training)
 
-    @tf.function(input_signature=[_IMAGES_F32])
+    @tf.function(input_signature=[_IMAGES_F32], autograph=False)
     def serve(self, images):
         """Keras 3 endpoint: `TFSMLayer(path, call_endpoint="serve")` -> features tensor."""
         return self._features(images, False)
 
-    @tf.function(input_signature=[_IMAGES_F32])
+    @tf.function(input_signature=[_IMAGES_F32], autograph=False)
     def serve_training(self, images):
         """Training-mode twin of `serve` (BatchNorm in batch mode), for `call_training_endpoint`."""
         return self._features(images, True)
 
-    @tf.function(input_signature=[_IMAGES_F32])
+    @tf.function(input_signature=[_IMAGES_F32], autograph=False)
     def serving_default(self, images):
         return {OUTPUT_KEY: self._features(images, False)}
 
-    @tf.function(input_signature=[_IMAGES_U8])
+    @tf.function(input_signature=[_IMAGES_U8], autograph=False)
     def serving_uint8(self, images):
         return {OUTPUT_KEY: self._features(eval_transform.to_float(images), False)}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def serving_bytes(self, image_bytes):
         return {OUTPUT_KEY: self._features(decode_images(image_bytes, self.spec), False)}
 

@@ -165,7 +165,7 @@ class KnnMonitor(keras.callbacks.Callback):
         if self._features is None:
             encoder, normalize = self.encoder, self.metric == "cosine"
 
-            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True)
+            @tf.function(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
             def fn(images):
                 feats = tf.cast(encoder(images, training=False), tf.float32)
                 return tf.math.l2_normalize(feats, axis=-1) if normalize else feats

@@ -139,7 +139,7 @@ class HealthMonitor(keras.callbacks.Callback):
         if self._fn is None:
             encoder, projector = self.ssl_model.encoder, self.ssl_model.projector
 
-            @tf.function(reduce_retracing=True)
+            @tf.function(reduce_retracing=True, autograph=False)
             def fn(x):
                 feats = encoder(x, training=False)
                 return tf.cast(feats, tf.float32), tf.cast(projector(feats, training=False), tf.float32)
