@@ -110,11 +110,13 @@ def test_mirrored_strategy_on_two_logical_cpus(two_cpus, across):
         m.whiten_across_replicas = across
         m.compile(optimizer=keras.optimizers.Adam(3e-3))
     assert two_cpus.num_replicas_in_sync == 2
-    before = m.evaluate(ds.take(2), verbose=0, return_dict=True)["loss"]
-    history = m.fit(ds.repeat(16), epochs=1, verbose=0).history
-    after = m.evaluate(ds.take(2), verbose=0, return_dict=True)["loss"]
-    assert history["whiten_ok"][-1] == 1.0
-    assert after < before - 0.2, (before, after)
+    means = []  # Keras' running mean of the epoch's loss after each step (no test step to trace)
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: means.append(float(logs["loss"])))
+    history = m.fit(ds.repeat(16), epochs=1, verbose=0, callbacks=[record]).history
+    losses = np.diff(np.arange(1, len(means) + 1) * np.array(means), prepend=0.0)  # each step's own loss
+    assert len(losses) == 32 and history["whiten_ok"][-1] == 1.0
+    # The two batches at the start and again after 30 updates (measured: 1.3 -> 0.07-0.08)
+    assert losses[-2:].mean() < 0.5 * losses[:2].mean(), losses
 
 
 def _bn_twins(seed=0):
