@@ -171,10 +171,12 @@ class EncoderModule(tf.Module):
                        lambda: tf.cast(self._encoder(x, training=training), tf.float32),
                        lambda: tf.zeros([0, num_features], tf.float32))
 
+    # The encoder is traced twice, in `serve` and `serve_training`; the other functions call them
+    # (one nested function each in the SavedModel, not a copy of the encoder's graph per signature).
     @tf.function(autograph=False)
     def __call__(self, images, training=False):
         """float32 images [B, H, W, 3] in [0, 1] -> features [B, F] (TF Hub convention)."""
-        return self._features(images, training)
+        return self.serve_training(images) if training else self.serve(images)
 
     @tf.function(input_signature=[_IMAGES_F32], autograph=False)
     def serve(self, images):
@@ -188,15 +190,15 @@ class EncoderModule(tf.Module):
 
     @tf.function(input_signature=[_IMAGES_F32], autograph=False)
     def serving_default(self, images):
-        return {OUTPUT_KEY: self._features(images, False)}
+        return {OUTPUT_KEY: self.serve(images)}
 
     @tf.function(input_signature=[_IMAGES_U8], autograph=False)
     def serving_uint8(self, images):
-        return {OUTPUT_KEY: self._features(eval_transform.to_float(images), False)}
+        return {OUTPUT_KEY: self.serve(eval_transform.to_float(images))}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def serving_bytes(self, image_bytes):
-        return {OUTPUT_KEY: self._features(decode_images(image_bytes, self.spec), False)}
+        return {OUTPUT_KEY: self.serve(decode_images(image_bytes, self.spec))}
 
     def signatures(self):
         """The serving signatures, for `tf.saved_model.save(..., signatures=...)`."""
