@@ -67,6 +67,23 @@ def test_python_blocks_run(doc, monkeypatch):
         exec(compile(block, f"{doc} python block {i + 1}", "exec"), namespace)
     features = np.asarray(namespace["features"])
     assert features.shape[0] == len(namespace["images"]) and np.isfinite(features).all()
+    if doc == "zoo/README.md":
+        check_fine_tuned_committed_encoder(namespace)
+
+
+def check_fine_tuned_committed_encoder(namespace):
+    """zoo/README.md's Keras 3 snippet fine-tuned the committed encoder (`model.fit` with AdamW):
+    most of its weights moved from the committed ones, in memory only (the files' hashes hold).
+    This is the test of `fit()` on a committed zoo encoder (test_finetune: the tiny export's)."""
+    from wmse_tf.export import keras_encoder, saved_model as export
+
+    tuned = namespace["encoder"]
+    path = tuned.filepath
+    committed = keras_encoder.load_encoder_layer(path)
+    assert namespace["model"].output_shape == (None, 10)
+    moved = [not np.allclose(a.numpy(), b.numpy()) for a, b in zip(committed.weights, tuned.weights)]
+    assert len(moved) == len(committed.weights) > 0 and sum(moved) > len(moved) // 2
+    assert export.verify_hashes(path) == []
 
 
 def test_shell_blocks_are_not_python():
