@@ -10,16 +10,23 @@ MirroredStrategy (through the library) still run in a subprocess: see `two_cpus`
 import pytest
 
 import wmse_tf  # noqa: F401  (before TensorFlow: its oneDNN decision, wmse_tf.onednn, is made at TF's import)
-import tensorflow as tf  # noqa: E402
 
 LOGICAL_CPUS = 2
 
-try:
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0],
-        [tf.config.LogicalDeviceConfiguration() for _ in range(LOGICAL_CPUS)])
-except RuntimeError:  # TF was initialized before this conftest (e.g. by a plugin)
-    pass
+
+def pytest_configure(config):
+    """Splits the CPU in the processes that run tests; pytest-xdist's controller runs none and does
+    not import TensorFlow (about 5 s before its workers start)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.set_logical_device_configuration(
+            tf.config.list_physical_devices("CPU")[0],
+            [tf.config.LogicalDeviceConfiguration() for _ in range(LOGICAL_CPUS)])
+    except RuntimeError:  # TF was initialized before this conftest (e.g. by a plugin)
+        pass
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +34,8 @@ def two_cpus():
     """One MirroredStrategy over /cpu:0 and /cpu:1 for the whole session (fails clearly if the
     split did not happen). One instance: TF keys collective ops per strategy object from the
     same start, so two MirroredStrategy objects in one process can clash in their collectives."""
+    import tensorflow as tf
+
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= LOGICAL_CPUS, f"expected {LOGICAL_CPUS} logical CPUs, got {devices}"
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(LOGICAL_CPUS)])
