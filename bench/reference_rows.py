@@ -36,16 +36,14 @@ def scores(row):
 
 def compute(cfg, econf, work_dir):
     """{row name: (kind, parts, row)} of the baselines of `cfg`'s recipe, computed here."""
-    import json
-
     from wmse_tf.core import encoders
     from wmse_tf.evaluation import baselines, evaluator as eval_lib
+    from wmse_tf.training import checkpoint as ckpt_lib
 
     run_dir = os.path.join(work_dir, "run")
     os.makedirs(run_dir)
     encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size).save(os.path.join(run_dir, "encoder.keras"))
-    with open(os.path.join(run_dir, "flags.json"), "w") as f:
-        json.dump(cfg.to_dict(), f)
+    ckpt_lib.write_json_atomic(os.path.join(run_dir, "flags.json"), cfg.to_dict())  # as trainer.run writes it
     rows, _ = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed, cache_dir=work_dir,
                                                 reuse=False, log=lambda text: print(text, flush=True))
     pixel_set = baselines.pixel_sets(cfg.dataset, econf.data_dir, econf.limit_train, econf.limit_test)
@@ -85,10 +83,11 @@ def main(argv):
             print(f"{name}: no shipped row for this key ({reference_rows.path(kind, parts, protocol, ref_dir)})")
             worst = float("inf")
             continue
+        theirs = scores(shipped)
         for metric, value in scores(row).items():
-            diff = abs(value - scores(shipped)[metric])
+            diff = abs(value - theirs[metric])
             worst = max(worst, diff)
-            print(f"{name:<30} {metric:<18} here {100 * value:6.2f}  shipped {100 * scores(shipped)[metric]:6.2f}"
+            print(f"{name:<30} {metric:<18} here {100 * value:6.2f}  shipped {100 * theirs[metric]:6.2f}"
                   f"  diff {100 * diff:.2f} point")
     print(f"computed in {seconds:.0f} s")
     if FLAGS.compare and worst > FLAGS.tolerance:
