@@ -10,8 +10,9 @@ between settings, the whitening's share, the input pipeline's headroom over the
 fastest step, and the peak RSS of a W-MSE 4 step at batch 256. XLA is timed for W-MSE 2
 only unless --all (it is slower on CPUs, and each XLA compile costs a minute there).
 The PyTorch reference (bench/reference_torch.py) is timed in the same run, one of its steps
-after each round of ours, when a Python with torch is found (--reference_python, default:
-this one if it imports torch). Under ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU emulated on a
+in each round of ours, the order rotating from round to round (so that no setting always
+runs right after the other process's step), when a Python with torch is found
+(--reference_python, default: this one if it imports torch). Under ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU emulated on a
 newer one) the reference also gets ATEN_CPU_CAPABILITY=avx2. bfloat16 settings are timed only
 where the CPU has native bfloat16 (--settings=all: always).
 """
@@ -78,6 +79,13 @@ class Case:
         return self.batch / float(np.median(self.times))
 
 
+def round_order(steppers, r):
+    """The steppers of round `r`, rotated by r: over len(steppers) rounds each runs in every position,
+    so no setting always follows the reference's process (which made the one after it slower)."""
+    k = r % len(steppers)
+    return steppers[k:] + steppers[:k]
+
+
 def objective_emb(batch):
     return 64 if batch >= 128 else 32
 
@@ -120,10 +128,10 @@ def main():
                 continue
             cases[name, label] = Case(policy, jit, objective, views, args.batch, args.width)
     reference = Reference(args)
-    for _ in range(args.repeats):  # round-robin, so load changes hit every setting (and the reference) alike
-        for case in cases.values():
-            case.times.append(case.step())
-        reference.step()
+    steppers = [lambda c=c: c.times.append(c.step()) for c in cases.values()] + [reference.step]
+    for r in range(args.repeats):  # round-robin, so load changes hit every setting (and the reference) alike
+        for step in round_order(steppers, r):
+            step()
     reference.close()
     results = {}
     for policy, jit in settings:

@@ -117,11 +117,8 @@ def row_parts(random_model, data_key, pixels=True):
     random-weights row of `random_model` (`evaluator.open_model(run, random_init=True)`) and, if
     `pixels`, the raw-pixel row."""
     encoder = random_model.feature_fn.encoder
-    parts = {RANDOM: ("random", random_row_parts(encoder, data_key, random_model.augment,
-                                                 random_model.image_size, encoder.dtype_policy.name))}
-    if pixels:
-        parts[PIXELS] = ("pixels", [data_key])
-    return parts
+    return _rows(random_row_parts(encoder, data_key, random_model.augment, random_model.image_size,
+                                  encoder.dtype_policy.name), data_key, pixels)
 
 
 def recipe_row_parts(cfg, data_key, pixels=True):
@@ -132,11 +129,16 @@ def recipe_row_parts(cfg, data_key, pixels=True):
     from wmse_tf.evaluation.evaluator import random_weights
 
     encoder = random_weights(encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size), cfg.seed)
-    parts = {RANDOM: ("random", random_row_parts(encoder, data_key, cfg.to_dict().get("augment"), cfg.image_size,
-                                                 cfg.mixed_precision))}
+    parts = random_row_parts(encoder, data_key, cfg.to_dict().get("augment"), cfg.image_size, cfg.mixed_precision)
+    return _rows(parts, data_key, pixels), encoder.output.shape[-1]
+
+
+def _rows(random_parts, data_key, pixels):
+    """{row name: (kind, parts)}: the random-weights row and, if `pixels`, the raw-pixel row."""
+    rows = {RANDOM: ("random", random_parts)}
     if pixels:
-        parts[PIXELS] = ("pixels", [data_key])
-    return parts, encoder.output.shape[-1]
+        rows[PIXELS] = ("pixels", [data_key])
+    return rows
 
 
 def read_row(path, with_features=False):
