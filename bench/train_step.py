@@ -12,8 +12,8 @@ only unless --all (it is slower on CPUs, and each XLA compile costs a minute the
 The PyTorch reference (bench/reference_torch.py) is timed in the same run, one of its steps
 in each round of ours, the order rotating from round to round (so that no setting always
 runs right after the other process's step), when a Python with torch is found
-(--reference_python, default: this one if it imports torch). Under ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU emulated on a
-newer one) the reference also gets ATEN_CPU_CAPABILITY=avx2. bfloat16 settings are timed only
+(--reference_python, default: this one if it imports torch). Under ONEDNN_MAX_CPU_ISA=AVX2
+(an AVX2-only CPU emulated on a newer one) the reference also gets ATEN_CPU_CAPABILITY=avx2. bfloat16 settings are timed only
 where the CPU has native bfloat16 (--settings=all: always).
 """
 
