@@ -92,6 +92,23 @@ def test_whitened_nt_xent_has_no_embedding_rank_bound_but_keeps_the_others():
     assert kinds == {"std", "rank_drop"}
 
 
+def test_methods_declare_only_fields_of_thresholds():
+    """A method's own health bounds (its registry entry) name fields of Thresholds, for its
+    params' values; a misspelled bound fails here, not in the middle of a run."""
+    import dataclasses
+    from wmse_tf import methods
+    from wmse_tf.training import health as training_health
+
+    fields = {f.name for f in dataclasses.fields(training_health.Thresholds)} - {"after_step"}
+    for name in methods.METHODS:
+        for white in (False, True):
+            cfg = config_lib.TrainConfig(dataset="digits", method=name, whiten_contrastive=white)
+            assert set(methods.health_bounds(name, cfg)) <= fields, name
+    assert methods.health_bounds("contrastive", config_lib.TrainConfig(
+        dataset="digits", method="contrastive", whiten_contrastive=True)) == {"min_rank_emb": 0.0}
+    assert methods.health_bounds("wmse", config_lib.TrainConfig(dataset="digits")) == {}
+
+
 def smoke_config(model_dir, *args):
     train.FLAGS.unparse_flags()
     train.FLAGS(["train", f"--flagfile={SMOKE}", f"--model_dir={model_dir}", "--verbose=0", "--eval_every=0",

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wmse_tf import methods
 from wmse_tf.data import pipeline
 from wmse_tf.evaluation import health as health_lib
 from wmse_tf.training import checkpoint as ckpt_lib
@@ -56,12 +57,10 @@ class Thresholds:
 
 
 def thresholds_for(cfg):
-    """The measured bounds for `cfg`'s run, after its warmup. NT-Xent on whitened embeddings gets no
-    embedding-rank bound: its loss sees the whitened embeddings, and its healthy run (81.5% linear,
-    as plain NT-Xent) kept the projector's output at 0.19-0.23 of --emb (docs/training.md)."""
-    if cfg.method == "contrastive" and cfg.whiten_contrastive:
-        return Thresholds(after_step=cfg.warmup, min_rank_emb=0.0)
-    return Thresholds(after_step=cfg.warmup)
+    """The measured bounds for `cfg`'s run, after its warmup: the defaults, with the method's own
+    where its registry entry declares them (`methods.health_bounds`; e.g. NT-Xent on whitened
+    embeddings has no embedding-rank bound, docs/training.md)."""
+    return Thresholds(after_step=cfg.warmup, **methods.health_bounds(cfg.method, cfg))
 
 
 def findings(row, best_rank_feat, t):
@@ -86,8 +85,8 @@ def findings(row, best_rank_feat, t):
 
 def advice(cfg):
     """The flags to try, with their values now."""
-    if cfg.method == "normmse":
-        return "--method=wmse (normalized MSE without whitening collapses by design)"
+    if methods.get(cfg.method).unhealthy_advice:
+        return methods.get(cfg.method).unhealthy_advice
     tips = [f"a smaller --emb (now {cfg.emb})"]
     if cfg.uses_whitening_groups:
         tips += [f"--w_size about 4 x emb (now {cfg.w_size})", f"a larger --w_eps (now {cfg.w_eps:g})"]
@@ -99,7 +98,7 @@ def message(cfg, step, seen, stopped):
     """The one warning line of an unhealthy check."""
     then = ("stopped (--on_unhealthy=stop): last checkpoint written; rerun with a changed flag or --force_resume"
             if stopped else "to stop such a run early pass --on_unhealthy=stop")
-    note = " (--emb and --w_size need a new --model_dir)" if cfg.method != "normmse" else ""
+    note = "" if methods.get(cfg.method).unhealthy_advice else " (--emb and --w_size need a new --model_dir)"
     return (f"warning: training looks unhealthy at step {step}: {'; '.join(text for _, text in seen)}. "
             f"Try {advice(cfg)}{note}; {then}. See {DOC}")
 
