@@ -1,6 +1,6 @@
 """Training-step throughput of SSLModel (W-MSE) per precision/XLA setting, in one run.
 
-Run: python -m bench.train_step [--quick] [--all] [--batch 128] [--width 64] [--reference_python PY]
+Run: python -m bench.train_step [--quick] [--all] [--headline] [--batch 128] [--width 64] [--reference_python PY]
 
 ResNet-18 with the CIFAR stem, 32x32 images, emb 64 (32 below batch 128), w_size =
 the batch (one whitening sub-batch per view, as W-MSE at batch 128), Adam. For each setting it prints images/s
@@ -14,7 +14,10 @@ in each round of ours, the order rotating from round to round (so that no settin
 runs right after the other process's step), when a Python with torch is found
 (--reference_python, default: this one if it imports torch). Under ONEDNN_MAX_CPU_ISA=AVX2
 (an AVX2-only CPU emulated on a newer one) the reference also gets ATEN_CPU_CAPABILITY=avx2. bfloat16 settings are timed only
-where the CPU has native bfloat16 (--settings=all: always).
+where the CPU has native bfloat16 (--settings=all: always). With the reference, each setting's W-MSE 2
+step is also compared with the reference's step of the same round: the median and range of those
+per-round ratios say how far one run's ratio can be trusted. --headline times only the W-MSE 2 steps
+(no XLA) and the reference, so that more rounds fit in the same time.
 """
 
 import argparse
@@ -86,6 +89,14 @@ def round_order(steppers, r):
     return steppers[k:] + steppers[:k]
 
 
+def ratio_spread(times, ref_times):
+    """'per-round ratio median Rx (range a-b, N rounds)': the reference's step time over ours, taken
+    within each round, so that a round's load touches both sides of its ratio."""
+    ratios = np.asarray(ref_times[:len(times)]) / np.asarray(times[:len(ref_times)])
+    return (f"per-round ratio median {np.median(ratios):.2f}x (range {ratios.min():.2f}-{ratios.max():.2f}x, "
+            f"{len(ratios)} rounds)")
+
+
 def objective_emb(batch):
     return 64 if batch >= 128 else 32
 
@@ -101,6 +112,8 @@ def main():
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 base width (64 = the paper's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--all", action="store_true", help="also time XLA for the bare and W-MSE 4 steps")
+    parser.add_argument("--headline", action="store_true",
+                        help="only the W-MSE 2 steps without XLA, and the reference (more rounds in the same time)")
     parser.add_argument("--settings", default="auto",
                         help="auto: bfloat16 settings only where the CPU has native bfloat16 (emulated "
                              "bfloat16 is ~4x slower, nothing to learn); all: every setting")
@@ -120,11 +133,13 @@ def main():
     print(f"{'setting':<24} {'bare img/s':>10} {'W-MSE 2':>9} {'W-MSE 4':>9} {'whitening share':>16}")
     settings = SETTINGS if args.settings == "all" or resolve.cpu_has_bf16() else \
         tuple(s for s in SETTINGS if s[0] == "float32")
+    if args.headline:
+        settings = tuple(s for s in settings if not s[1])
     cases = {}
     for policy, jit in settings:
         name = f"{policy}{' +XLA' if jit else ''}"
         for label, objective, views in (("bare", PlainMSE(), 2), ("wmse2", wmse, 2), ("wmse4", wmse, 4)):
-            if jit and label != "wmse2" and not args.all:
+            if label != "wmse2" and (jit and not args.all or args.headline):
                 continue
             cases[name, label] = Case(policy, jit, objective, views, args.batch, args.width)
     reference = Reference(args)
@@ -144,7 +159,6 @@ def main():
         print(f"{name:<24} {' '.join(cells)} {share}")
     base = results["float32"]
     best = max(results, key=lambda k: results[k][1])
-    best4 = max((k for k in results if results[k][2] == results[k][2]), key=lambda k: results[k][2])
     print("\nratios to float32 (W-MSE 2): " + ", ".join(f"{k} {v[1] / base[1]:.2f}x" for k, v in results.items()))
     print(f"best setting for W-MSE 2: {best} at {results[best][1]:.1f} img/s "
           f"({2 * results[best][1]:.1f} encoder images/s, 2 views each)")
@@ -153,6 +167,11 @@ def main():
         print(f"PyTorch reference W-MSE 2 step (bench/reference_torch.py, {reference.info}), timed "
               f"alternately with the above: {ref:.1f} img/s; best wmse_tf setting / reference = "
               f"{results[best][1] / ref:.2f}x, float32 / reference = {base[1] / ref:.2f}x")
+        for name in results:
+            print(f"  {name} W-MSE 2 / reference, " + ratio_spread(cases[name, "wmse2"].times, reference.times))
+    if args.headline:
+        return
+    best4 = max((k for k in results if results[k][2] == results[k][2]), key=lambda k: results[k][2])
     try:
         from bench.input_pipeline import images_per_second as pipeline_ips
         from wmse_tf.data import augment, pipeline
