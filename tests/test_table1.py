@@ -76,6 +76,33 @@ def test_claim_verdicts_use_the_seeds_spread():
     assert v((1, 0.90, 0.0), (2, 0.10, 0.0)).startswith("inconclusive (fewer")
 
 
+def fake_cell(row, label, budget, rank, top1):
+    return {"row": row, "label": label, "status": "ok", "budget": budget, "budget_value": 4,
+            "train": {"wall_seconds": 1.0, "step": 8, "steps_per_epoch": 2, "final": {}},
+            "eval": {"effective_rank": rank, "linear_top1": top1, "knn_euclidean5": top1, "knn_cosine5": top1}}
+
+
+def test_rank_tracking_is_spearman_over_cells_with_and_without_collapse_and_random_weights(tmp_path):
+    """Trained cells whose rank orders accuracy exactly: rho = +1; the collapsed row is left out of the
+    healthy set; random weights (high rank here, low accuracy) turn the third set's rho negative."""
+    records = [fake_cell("wmse2", "W-MSE 2", "epochs", 20.0, 0.81), fake_cell("wmse2", "W-MSE 2", "epochs", 21.0, 0.82),
+               fake_cell("byol", "BYOL", "epochs", 15.0, 0.77), fake_cell("normmse", "normalized MSE", "epochs", 8.0, 0.50),
+               fake_cell("pixels", "raw pixels", "none", 300.0, 0.85)]
+    records += [fake_cell("random", "random weights", "none", 30.0 + i, 0.40 + i / 100) for i in range(4)]
+    groups = table1_report.aggregate(records)
+    cells = table1_report.rank_cells(groups, "4 epochs")
+    assert len(cells["trained"]) == 4 and len(cells["trained, healthy methods"]) == 3
+    assert len(cells["trained + random weights"]) == 8  # raw pixels are never in
+    text = table1_report.rank_tracking_md(groups)
+    assert "4 epochs, trained (4 cells): Spearman rho = +1.00" in text
+    assert "4 epochs, trained, healthy methods (3 cells): Spearman rho = +1.00" in text
+    # ranks 8,15,20,21,30..33 (orders 1..8) against accuracies .50,.77,.81,.82,.40..43 (orders 5,6,7,8,1..4):
+    # every |d| = 4, sum d^2 = 128, rho = 1 - 6 * 128 / (8 * 63)
+    assert "trained + random weights (8 cells): Spearman rho = -0.52" in text
+    paths = table1_report.rank_plot(groups, str(tmp_path))
+    assert [os.path.basename(p) for p in paths] == ["table1_rank_vs_linear_4epochs.png"]
+
+
 def test_report_sections_replace_only_the_text_between_markers(tmp_path):
     path = tmp_path / "results.md"
     path.write_text(f"# Results\nhand-written\n{table1_report.TABLE_MARKERS[0]}\nold\n"
