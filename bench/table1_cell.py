@@ -219,7 +219,16 @@ def training_summary(run_dir, plan, segments):
             "images_per_sec": round(images / wall, 1) if wall > 0 else None,
             "step_images_per_sec": round(sum(steps_ips) / len(steps_ips), 1) if steps_ips else None,
             "final": {k: v for k, v in (res.get("final") or {}).items() if k in FINAL_KEYS},
+            "health": health_record(res.get("health")),
             "plan": {k: v for k, v in plan.items() if k != "command"}}
+
+
+def health_record(summary):
+    """What the table keeps of the run's training-health summary (results.json): the first unhealthy
+    step and what was seen, or None when the run predates the checks or ran with them off."""
+    if not summary:
+        return None
+    return {"first_unhealthy_step": summary.get("first_unhealthy_step"), "seen": summary.get("seen") or {}}
 
 
 def evaluate_run(run_dir, data_dir, probe_epochs, seed):

@@ -143,7 +143,27 @@ def claims_md(groups):
     notes = [f"normalized MSE, {budget}: embedding std at the end of training {g['emb_std'][1]:.4f} "
              f"(collapse: -> 0; spread over the sphere: 1/sqrt(emb))"
              for (row, budget), g in sorted(groups.items()) if row == "normmse" and g["emb_std"][0]]
-    return "\n".join(lines + [""] + [f"- {n}" for n in notes])
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes + health_notes(groups)])
+
+
+def health_notes(groups):
+    """Per row and budget, what training health said of its cells: the flagged ones (seed, first unhealthy
+    step, what was seen first) and how many were not; cells trained before it was recorded are counted apart."""
+    notes = []
+    for (row, budget), g in sorted(groups.items()):
+        trained = [r for r in g["records"] if "train" in r]
+        if not trained:
+            continue
+        known = [r for r in trained if r["train"].get("health") is not None]
+        flagged = [r for r in known if r["train"]["health"].get("first_unhealthy_step") is not None]
+        parts = [f"seed {r['seed']} at step {r['train']['health']['first_unhealthy_step']} "
+                 f"({'; '.join(sorted(r['train']['health']['seen']))})" for r in flagged]
+        text = f"flagged: {', '.join(parts)}" if parts else "no cell flagged"
+        unknown = len(trained) - len(known)
+        notes.append(f"training health, {g['label']}, {budget}: {text} ({len(known) - len(flagged)} of "
+                     f"{len(known)} recorded cells not flagged"
+                     + (f"; {unknown} cell(s) trained before the table recorded it)" if unknown else ")"))
+    return notes
 
 
 COLLAPSING = ("normmse",)  # rows that collapse by design: left out of the "healthy methods" correlation

@@ -103,6 +103,26 @@ def test_rank_tracking_is_spearman_over_cells_with_and_without_collapse_and_rand
     assert [os.path.basename(p) for p in paths] == ["table1_rank_vs_linear_4epochs.png"]
 
 
+def test_health_notes_name_the_flagged_cells_and_count_the_unrecorded_ones():
+    """The claims section says, per row, which seeds training health flagged (first step, what was seen),
+    how many recorded cells it did not flag, and how many cells predate the record."""
+    def cell(row, label, seed, health):
+        rec = fake_cell(row, label, "epochs", 10.0, 0.8)
+        rec["seed"], rec["train"]["health"] = seed, health
+        return rec
+
+    flagged = {"first_unhealthy_step": 234, "seen": {"std": "step 234: ...", "rank_emb": "step 234: ..."}}
+    clean = {"first_unhealthy_step": None, "seen": {}}
+    groups = table1_report.aggregate([cell("normmse", "normalized MSE", 0, None), cell("normmse", "normalized MSE", 1, flagged),
+                                      cell("wmse2", "W-MSE 2", 0, clean), cell("wmse2", "W-MSE 2", 1, clean)])
+    notes = table1_report.health_notes(groups)
+    assert notes == [
+        "training health, normalized MSE, 4 epochs: flagged: seed 1 at step 234 (rank_emb; std) "
+        "(0 of 1 recorded cells not flagged; 1 cell(s) trained before the table recorded it)",
+        "training health, W-MSE 2, 4 epochs: no cell flagged (2 of 2 recorded cells not flagged)"]
+    assert all(f"- {n}" in table1_report.claims_md(groups) for n in notes)
+
+
 def test_report_sections_replace_only_the_text_between_markers(tmp_path):
     path = tmp_path / "results.md"
     path.write_text(f"# Results\nhand-written\n{table1_report.TABLE_MARKERS[0]}\nold\n"
@@ -140,6 +160,7 @@ def test_tiny_table_end_to_end_skips_finished_cells_resumes_and_reports(tmp_path
     trained = results["wmse2__e1__seed0"]
     assert trained["train"]["step"] == 2 and trained["curve"][0]["knn_metric"] == "euclidean"
     assert "--knn_metric=euclidean" in trained["train"]["command"]
+    assert set(trained["train"]["health"]) == {"first_unhealthy_step", "seen"}  # the run's health summary
     timed = results["wmse2__t5s__seed0"]["train"]
     assert "--time_budget=5s --epochs=1" in timed["command"] and timed["step"] >= 1
     # Second invocation: every cell skipped, nothing trained.
