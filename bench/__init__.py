@@ -33,3 +33,21 @@ def width_from_argv(default=64):
     parser.add_argument("--quick", action="store_true")
     args, _ = parser.parse_known_args()
     return 16 if args.quick else args.width
+
+
+def objective_emb(batch):
+    """The embedding size of the benchmarks' W-MSE step: 64 (the paper's) from batch 128, else 32 (w_size =
+    the batch must exceed it)."""
+    return 64 if batch >= 128 else 32
+
+
+def reference_process(python, batch, width, emb):
+    """(command, environment) of the PyTorch reference's step server (bench/reference_torch.py --serve):
+    under ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2-only CPU stood in for) PyTorch's own kernels get AVX2 too."""
+    import os
+
+    env = dict(os.environ)
+    if env.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2"):
+        env.setdefault("ATEN_CPU_CAPABILITY", "avx2")  # PyTorch's own kernels too, not only oneDNN's
+    return ([python, "-m", "bench.reference_torch", f"--batch={batch}", f"--width={width}", f"--emb={emb}",
+             "--serve"], env)

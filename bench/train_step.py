@@ -22,13 +22,12 @@ per-round ratios say how far one run's ratio can be trusted. --headline times on
 
 import argparse
 import importlib.util
-import os
 import resource
 import subprocess
 import sys
 import time
 
-from bench import decide_onednn, machine_line, width_from_argv
+from bench import decide_onednn, machine_line, objective_emb, reference_process, width_from_argv
 
 if __name__ == "__main__":
     decide_onednn("resnet18", "cifar", width_from_argv(), 32)
@@ -95,10 +94,6 @@ def ratio_spread(times, ref_times):
     ratios = np.asarray(ref_times[:len(times)]) / np.asarray(times[:len(ref_times)])
     return (f"per-round ratio median {np.median(ratios):.2f}x (range {ratios.min():.2f}-{ratios.max():.2f}x, "
             f"{len(ratios)} rounds)")
-
-
-def objective_emb(batch):
-    return 64 if batch >= 128 else 32
 
 
 def peak_rss_mib():
@@ -198,13 +193,8 @@ class Reference:
             print("PyTorch reference: skipped (no Python with torch; pass --reference_python=PATH, "
                   "e.g. a venv with `pip install torch==2.13.0 numpy`)")
             return
-        env = dict(os.environ)
-        if env.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2"):
-            env.setdefault("ATEN_CPU_CAPABILITY", "avx2")  # PyTorch's own kernels too, not only oneDNN's
-        self.proc = subprocess.Popen(
-            [python, "-m", "bench.reference_torch", f"--batch={args.batch}", f"--width={args.width}",
-             f"--emb={objective_emb(args.batch)}", "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        cmd, env = reference_process(python, args.batch, args.width, objective_emb(args.batch))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self.proc.stdout.readline().strip()  # after its warm-up step
         if not self.info.startswith("torch"):
             print(f"PyTorch reference failed ({python}): {self.info}")
