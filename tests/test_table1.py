@@ -114,9 +114,11 @@ def test_health_notes_name_the_flagged_cells_and_count_the_unrecorded_ones():
     flagged = {"first_unhealthy_step": 234, "seen": {"std": "step 234: ...", "rank_emb": "step 234: ..."}}
     clean = {"first_unhealthy_step": None, "seen": {}}
     groups = table1_report.aggregate([cell("normmse", "normalized MSE", 0, None), cell("normmse", "normalized MSE", 1, flagged),
-                                      cell("wmse2", "W-MSE 2", 0, clean), cell("wmse2", "W-MSE 2", 1, clean)])
+                                      cell("wmse2", "W-MSE 2", 0, clean), cell("wmse2", "W-MSE 2", 1, clean),
+                                      cell("byol", "BYOL", 0, None)])
     notes = table1_report.health_notes(groups)
     assert notes == [
+        "training health, BYOL, 4 epochs: not recorded (1 cell(s) trained before the table recorded it)",
         "training health, normalized MSE, 4 epochs: flagged: seed 1 at step 234 (rank_emb; std) "
         "(0 of 1 recorded cells not flagged; 1 cell(s) trained before the table recorded it)",
         "training health, W-MSE 2, 4 epochs: no cell flagged (2 of 2 recorded cells not flagged)"]
