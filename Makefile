@@ -48,6 +48,7 @@ bench: setup
 	$(PY) -m bench.input_pipeline
 	$(PY) -m bench.train_step $(if $(TORCH_PY),--reference_python=$(TORCH_PY))
 	$(PY) -m bench.profile_step
+	$(PY) -m bench.onednn_primitives $(if $(TORCH_PY),--reference_python=$(TORCH_PY))
 	$(PY) -m bench.methods
 	$(PY) -m bench.demo_step
 	$(PY) -m bench.extract
