@@ -23,6 +23,7 @@ import sys
 from bench import machine_line, objective_emb, reference_process, width_from_argv
 
 MARK = "onednn_primitives: timed steps follow"
+OTHER = "other oneDNN primitives"
 GROUPS = (  # (row, primitive kind, propagation kinds)
     ("conv gradient to the filter", "convolution", ("backward_weights",)),
     ("conv gradient to the input", "convolution", ("backward_data",)),
@@ -36,7 +37,7 @@ def group_of(kind, prop):
     for row, k, props in GROUPS:
         if kind == k and (props is None or prop in props):
             return row
-    return "other oneDNN primitives"
+    return OTHER
 
 
 def parse(lines, marker):
@@ -44,7 +45,6 @@ def parse(lines, marker):
     `marker`, and the step seconds the side printed (lines 'step <s>')."""
     rows, steps, on = collections.defaultdict(lambda: [0.0, collections.Counter()]), [], False
     for line in lines:
-
         if line.startswith(marker):
             on = True
         elif on and line.startswith("step "):
@@ -88,7 +88,7 @@ def ours(args):
 def table(sides, steps):
     """The markdown table: ms per step of each row, each side, with its implementations."""
     names = list(sides)
-    order = [g[0] for g in GROUPS] + ["other oneDNN primitives"]
+    order = [g[0] for g in GROUPS] + [OTHER]
     lines = ["| oneDNN primitive | " + " | ".join(f"{n}: ms/step (implementation)" for n in names) + " |",
              "|---|" + "---|" * len(names)]
     for row in order:
@@ -98,10 +98,11 @@ def table(sides, steps):
             top = ", ".join(f"{k or '-'}" for k, _ in sorted(impls.items(), key=lambda kv: -kv[1])[:2])
             cells.append(f"{ms / steps:.0f}" + (f" ({top})" if top else ""))
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    for label, pick in (("all of oneDNN", lambda r, t: sum(v[0] for v in r.values()) / steps),
-                        ("step wall time", lambda r, t: 1000 * sum(t) / len(t)),
-                        ("outside oneDNN", lambda r, t: 1000 * sum(t) / len(t) - sum(v[0] for v in r.values()) / steps)):
-        lines.append(f"| {label} | " + " | ".join(f"{pick(*sides[n]):.0f}" for n in names) + " |")
+    onednn = [sum(ms for ms, _ in sides[n][0].values()) / steps for n in names]
+    wall = [1000 * sum(sides[n][1]) / len(sides[n][1]) for n in names]
+    for label, values in (("all of oneDNN", onednn), ("step wall time", wall),
+                          ("outside oneDNN", [w - o for w, o in zip(wall, onednn)])):
+        lines.append(f"| {label} | " + " | ".join(f"{v:.0f}" for v in values) + " |")
     return "\n".join(lines)
 
 

@@ -155,14 +155,14 @@ def health_notes(groups):
         if not trained:
             continue
         known = [r for r in trained if r["train"].get("health") is not None]
-        flagged = [r for r in known if r["train"]["health"].get("first_unhealthy_step") is not None]
-        parts = [f"seed {r['seed']} at step {r['train']['health']['first_unhealthy_step']} "
-                 f"({'; '.join(sorted(r['train']['health']['seen']))})" for r in flagged]
         unknown = len(trained) - len(known)
         before = f"{unknown} cell(s) trained before the table recorded it"
         if not known:
             notes.append(f"training health, {g['label']}, {budget}: not recorded ({before})")
             continue
+        flagged = [r for r in known if r["train"]["health"].get("first_unhealthy_step") is not None]
+        parts = [f"seed {r['seed']} at step {r['train']['health']['first_unhealthy_step']} "
+                 f"({'; '.join(sorted(r['train']['health']['seen']))})" for r in flagged]
         text = f"flagged: {', '.join(parts)}" if parts else "no cell flagged"
         notes.append(f"training health, {g['label']}, {budget}: {text} ({len(known) - len(flagged)} of "
                      f"{len(known)} recorded cells not flagged" + (f"; {before})" if unknown else ")"))
