@@ -33,16 +33,16 @@ class TrainingStopped(Exception):
 
 
 def read_json(path):
-    from wmse_tf import io
+    from wmse_tf import atomic_io
 
-    return io.read_json(path)
+    return atomic_io.read_json(path)
 
 
 def write_json(path, obj):
-    from wmse_tf import io
+    from wmse_tf import atomic_io
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    io.write_json(path, obj, sort_keys=True)
+    atomic_io.write_json(path, obj, sort_keys=True)
 
 
 def machine():

@@ -280,9 +280,9 @@ def replace_between(path, markers, text):
         new = old[:old.index(begin)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip("\n") + ("\n\n" if old else "") + block + "\n"
-    from wmse_tf import io
+    from wmse_tf import atomic_io
 
-    io.write_text(path, new)
+    atomic_io.write_text(path, new)
 
 
 def report(results_dir, settings, rows, md_path, img_dir, root):

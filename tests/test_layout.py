@@ -7,7 +7,7 @@ from tests import layout
 
 # Bottom to top. A module may import its own layer and the layers below it, never above.
 LAYERS = (
-    ("wmse_tf.io", "wmse_tf.errors", "wmse_tf.lazy", "wmse_tf.cli", "wmse_tf.resources", "wmse_tf.onednn",
+    ("wmse_tf.atomic_io", "wmse_tf.errors", "wmse_tf.lazy", "wmse_tf.cli", "wmse_tf.resources", "wmse_tf.onednn",
      "wmse_tf.onednn_check"),
     ("wmse_tf.core",),
     ("wmse_tf.data",),
@@ -18,9 +18,9 @@ LAYERS = (
     ("wmse_tf.train", "wmse_tf.evaluate", "wmse_tf.demo", "wmse_tf"),
 )
 # Inside the bottom layer: each of these imports nothing of wmse_tf but what is listed.
-BASE_IMPORTS = {"wmse_tf.io": set(), "wmse_tf.errors": set(), "wmse_tf.lazy": set(), "wmse_tf.cli": {"wmse_tf.errors"},
+BASE_IMPORTS = {"wmse_tf.atomic_io": set(), "wmse_tf.errors": set(), "wmse_tf.lazy": set(), "wmse_tf.cli": {"wmse_tf.errors"},
                 "wmse_tf.resources": {"wmse_tf.errors", "wmse_tf.cli"},
-                "wmse_tf.onednn": {"wmse_tf.io", "wmse_tf.onednn_check"}, "wmse_tf.onednn_check": set()}
+                "wmse_tf.onednn": {"wmse_tf.atomic_io", "wmse_tf.onednn_check"}, "wmse_tf.onednn_check": set()}
 MAX_LINES = 300
 
 

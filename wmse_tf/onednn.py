@@ -178,7 +178,7 @@ def machine_id():
 def cache_path(cache_dir=None):
     """The check's cache file for this CPU, TF version and oneDNN ISA limit (the check itself runs with
     oneDNN on, whatever is decided)."""
-    from wmse_tf import io as atomic_io  # here: `import wmse_tf` imports this module and nothing else
+    from wmse_tf import atomic_io  # here: `import wmse_tf` imports this module and nothing else
 
     digest = hashlib.sha1(_machine(with_decision=False).encode()).hexdigest()[:12]
     return os.path.join(cache_dir or atomic_io.cache_dir(), f"onednn-check-{digest}.json")
@@ -186,7 +186,7 @@ def cache_path(cache_dir=None):
 
 def cached_check(convs, cache_dir=None, runner=None):
     """{key: (what, error)} of the wrong convs; unknown ones are checked by `runner` (a subprocess)."""
-    from wmse_tf import io as atomic_io
+    from wmse_tf import atomic_io
     from wmse_tf.onednn_check import key
 
     path = cache_path(cache_dir)

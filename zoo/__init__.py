@@ -12,7 +12,7 @@ SavedModel version dir), size and how it was built.
 import json
 import os
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 
 REGISTRY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models.json")
 STATUSES = ("planned", "published")
@@ -58,7 +58,7 @@ def find(registry, name):
 
 
 def save(registry, path=REGISTRY):
-    """Validates, then writes atomically (wmse_tf.io.write_json)."""
+    """Validates, then writes atomically (wmse_tf.atomic_io.write_json)."""
     validate(registry)
     atomic_io.write_json(path, registry)
 

@@ -6,7 +6,7 @@ synthetic), `tfds`, `folders`, `augment_config` (recipes, no TensorFlow), `augme
 views), `resampling` (PIL-style crop/resize/flip as matmuls), `eval_transform` (the ONE
 eval/serve transform), `pipeline` (`ssl_dataset`, `eval_dataset`).
 
-May import: `wmse_tf.io`, `wmse_tf.errors` and `core`; nothing above.
+May import: `wmse_tf.atomic_io`, `wmse_tf.errors` and `core`; nothing above.
 Importing the package loads no TensorFlow; `wmse_tf.data.load` is `datasets.load`.
 """
 

@@ -5,7 +5,7 @@ Owns: `features` (frozen features of a split from a Keras encoder or a SavedMode
 `evaluator` (`evaluate(path, EvalConfig())`: a run or an export -> probe + k-NN results),
 `plots` (training curves, 2-D maps of features).
 
-May import: `wmse_tf.io`, `wmse_tf.errors`, `core`, `data`, `methods` and `export`; nothing above.
+May import: `wmse_tf.atomic_io`, `wmse_tf.errors`, `core`, `data`, `methods` and `export`; nothing above.
 """
 
 from wmse_tf.lazy import reexports

@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 from wmse_tf.evaluation import cost, evaluator as eval_lib, reference_rows
 
 PIXELS = "raw pixels"

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 
 
 def keras_features(encoder, jit_compile=False):
@@ -101,6 +101,6 @@ def extract(feature_fn, dataset, progress=True, cache=None, key="", limit=None):
 
 
 def save_npz(path, **arrays):
-    """np.savez to `path`, atomically (wmse_tf.io.writing)."""
+    """np.savez to `path`, atomically (wmse_tf.atomic_io.writing)."""
     with atomic_io.writing(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)

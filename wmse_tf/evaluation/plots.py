@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")

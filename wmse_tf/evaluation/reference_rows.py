@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 
-from wmse_tf import io as atomic_io, onednn
+from wmse_tf import atomic_io, onednn
 
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 

@@ -8,7 +8,7 @@ float32 behind a uint8 input, the graph every converter takes), `onnx` (tf2onnx,
 `litert` (TFLite converter, LiteRT interpreter) and `formats` (those files beside a SavedModel,
 with parity, in its model card).
 
-May import: `wmse_tf.io`, `wmse_tf.errors`, `core` and `data`; nothing above.
+May import: `wmse_tf.atomic_io`, `wmse_tf.errors`, `core` and `data`; nothing above.
 """
 
 from wmse_tf.lazy import reexports

@@ -4,7 +4,7 @@
 
 writes `<version_dir>/<file>` (`file_name`: encoder.onnx, encoder.tflite,
 encoder_float16.tflite, encoder_int8.tflite, encoder_int8.onnx) from the portable graph
-(`wmse_tf.export.portable`), atomically (`wmse_tf.io.writing`), then records it in the model
+(`wmse_tf.export.portable`), atomically (`wmse_tf.atomic_io.writing`), then records it in the model
 card (`exports.<file>`: format, quantization, sha256, converter and runtime versions, input
 contract, parity) and refreshes the card's `files` hashes. A conversion that fails leaves
 the version dir as it was.
@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 from wmse_tf.errors import UserError
 from wmse_tf.export import litert, onnx, portable, saved_model, variants
 

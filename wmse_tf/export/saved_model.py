@@ -24,7 +24,7 @@ import os
 
 import tensorflow as tf
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 from wmse_tf.export import serving
 
 CARD_NAME = "model_card.json"
@@ -171,7 +171,7 @@ def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spe
 
 
 def write_json(path, obj):
-    """Writes JSON atomically (wmse_tf.io), numpy scalars as numbers, sets/tuples as lists."""
+    """Writes JSON atomically (wmse_tf.atomic_io), numpy scalars as numbers, sets/tuples as lists."""
     return atomic_io.write_json(path, obj, default=_jsonable)
 
 

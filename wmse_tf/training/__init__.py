@@ -7,6 +7,6 @@ per-replica step), `callbacks`, `checkpoint`, `lock`, `run_log`, `schedules`, `b
 (--time_budget), `distribute` (strategies).
 
 May import: every package below it (`core`, `data`, `methods`, `export`, `evaluation`) and
-`wmse_tf.io` / `wmse_tf.errors`; not the entry points (`wmse_tf.train`, `.evaluate`, `.demo`).
+`wmse_tf.atomic_io` / `wmse_tf.errors`; not the entry points (`wmse_tf.train`, `.evaluate`, `.demo`).
 Importing the package (and `training.config`) loads no TensorFlow.
 """

@@ -28,7 +28,7 @@ from typing import Optional
 
 import keras
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 from wmse_tf.training import checkpoint as ckpt_lib
 from wmse_tf.training.loop import UNPLANNED
 

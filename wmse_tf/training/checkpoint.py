@@ -9,7 +9,7 @@ Atomicity: TensorFlow writes a checkpoint's data to a temporary name, merges it 
 `ckpt-<step>.*` (index last), and only then rewrites the `checkpoint` state file (via an
 atomic rename). A run killed mid-write therefore leaves the state file naming the
 previous checkpoint. After a save, its files, the state file and the directory are
-fsynced (wmse_tf.io), so a power loss does not lose a checkpoint already reported.
+fsynced (wmse_tf.atomic_io), so a power loss does not lose a checkpoint already reported.
 `restore` also verifies what it loads: a checkpoint that fails to read, does not
 match the model, or holds non-finite weights is skipped with a warning and the
 previous one is tried.
@@ -27,7 +27,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +185,12 @@ def weights_finite(model):
     return True
 
 
-# Kept for their callers (trainer, run_log); the writing itself is wmse_tf.io's.
+# Kept for their callers (trainer, run_log); the writing itself is wmse_tf.atomic_io's.
 write_text_atomic = atomic_io.write_text
 
 
 def write_json_atomic(path, obj):
-    """Writes JSON with sorted keys atomically (wmse_tf.io.write_json)."""
+    """Writes JSON with sorted keys atomically (wmse_tf.atomic_io.write_json)."""
     return atomic_io.write_json(path, obj, sort_keys=True)
 
 

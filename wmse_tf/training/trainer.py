@@ -19,7 +19,7 @@ import time
 import keras
 import tensorflow as tf
 
-from wmse_tf import io as atomic_io, methods
+from wmse_tf import atomic_io, methods
 from wmse_tf.core import encoders
 from wmse_tf.data import datasets as data, pipeline
 from wmse_tf.training import (budget as budget_lib, callbacks as cb, checkpoint as ckpt_lib, config as config_lib,
@@ -121,7 +121,7 @@ def knn_monitor(cfg, encoder, state=None):
 
 
 def save_encoder(encoder, model_dir):
-    """model_dir/encoder.keras, written atomically (wmse_tf.io.writing)."""
+    """model_dir/encoder.keras, written atomically (wmse_tf.atomic_io.writing)."""
     path = os.path.join(model_dir, "encoder.keras")
     with atomic_io.writing(path) as tmp:
         encoder.save(tmp)

@@ -17,7 +17,7 @@ flags.json, results.json and encoder.keras this way. Object stores have no fsync
 no atomic rename, but an uploaded object appears whole.
 
 Example:
-  >>> from wmse_tf import io as atomic_io
+  >>> from wmse_tf import atomic_io
   >>> atomic_io.write_json("runs/x/results.json", {"top1": 0.81})
   >>> with atomic_io.writing("runs/x/encoder.keras") as tmp:
   ...     encoder.save(tmp)

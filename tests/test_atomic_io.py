@@ -1,4 +1,4 @@
-"""Tests of wmse_tf/io.py: the one atomic writer of files and directories."""
+"""Tests of wmse_tf/atomic_io.py: the one atomic writer of files and directories."""
 
 import ast
 import json
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from wmse_tf import io as atomic_io
+from wmse_tf import atomic_io
 
 
 class Boom(RuntimeError):
