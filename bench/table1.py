@@ -34,7 +34,7 @@ import sys
 from absl import app, flags
 
 from bench import table1_cell as cell_lib
-from wmse_tf import demo  # noqa: F401 - defines the training flags and --probe_epochs, reused here
+from wmse_tf.demo import command  # noqa: F401 - defines the training flags and --probe_epochs, reused here
 
 FLAGS = flags.FLAGS
 

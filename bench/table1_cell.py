@@ -242,8 +242,8 @@ def evaluate_run(run_dir, data_dir, probe_epochs, seed):
 
 
 def evaluate_pixels(cfg, probe_epochs, seed):
-    from wmse_tf.evaluation import baselines
     from wmse_tf.data import datasets as data
+    from wmse_tf.demo import baselines
     from wmse_tf.evaluation import evaluator as eval_lib
     from wmse_tf.evaluation.linear_probe import ProbeConfig
 

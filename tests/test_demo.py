@@ -1,14 +1,16 @@
-"""The demo path end to end on a tiny synthetic run (what `make demo` runs, in seconds)."""
+"""The demo command (wmse_tf/demo/command.py, runner.py, report.py) end to end on a tiny synthetic
+run (what `make demo` runs, in seconds)."""
 
 import glob
 import json
 import os
+import runpy
 
 import numpy as np
 import pytest
 
 from tests import helpers
-from wmse_tf import demo
+from wmse_tf.demo import command
 from wmse_tf.evaluation import plots
 from wmse_tf.export import saved_model as export
 
@@ -16,25 +18,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_default_flagfile_is_the_fashion_mnist_config_and_can_be_replaced():
-    argv = demo.with_default_flagfile(["demo", "--epochs=3"])
-    assert argv == ["demo", f"--flagfile={demo.DEFAULT_FLAGFILE}", "--epochs=3"]
-    assert os.path.exists(demo.DEFAULT_FLAGFILE)
-    assert demo.DEFAULT_FLAGFILE.endswith(os.path.join("configs", "fashion_mnist.flags"))
-    assert demo.with_default_flagfile(["demo", "--flagfile=x.flags"]) == ["demo", "--flagfile=x.flags"]
+    argv = command.with_default_flagfile(["demo", "--epochs=3"])
+    assert argv == ["demo", f"--flagfile={command.DEFAULT_FLAGFILE}", "--epochs=3"]
+    assert os.path.exists(command.DEFAULT_FLAGFILE)
+    assert command.DEFAULT_FLAGFILE.endswith(os.path.join("configs", "fashion_mnist.flags"))
+    assert command.with_default_flagfile(["demo", "--flagfile=x.flags"]) == ["demo", "--flagfile=x.flags"]
 
 
-def test_demo_prints_config_of_the_fashion_mnist_flagfile(capsys):
-    """`python -m wmse_tf.demo --print_config` in-process: the argv app.run parses, then main."""
-    demo.FLAGS.unparse_flags()
+def test_demo_prints_config_of_the_fashion_mnist_flagfile(capsys, monkeypatch):
+    """`python -m wmse_tf.demo --print_config` in-process (its __main__, as `make demo` runs it):
+    the default flagfile's config."""
+    monkeypatch.setattr("sys.argv", ["demo", "--print_config"])
+    command.FLAGS.unparse_flags()
     try:
-        argv = demo.FLAGS(demo.with_default_flagfile(["demo", "--print_config"]))
-        assert demo.main(argv) == 0
+        with pytest.raises(SystemExit) as exited:
+            runpy.run_module("wmse_tf.demo", run_name="__main__")
     finally:
-        demo.FLAGS.unparse_flags()
+        command.FLAGS.unparse_flags()
+    assert exited.value.code in (0, None)
     cfg = json.loads(capsys.readouterr().out)
     assert cfg.pop("runtime")["onednn"].startswith("oneDNN ops ")
     assert cfg["dataset"] == "fashion_mnist" and cfg["method"] == "wmse"
-    assert cfg == json.loads(json.dumps(helpers.parse_flagfile(demo.DEFAULT_FLAGFILE)))
+    assert cfg == json.loads(json.dumps(helpers.parse_flagfile(command.DEFAULT_FLAGFILE)))
 
 
 def test_feature_map_and_curves_are_small_pngs(tmp_path):
@@ -58,14 +63,14 @@ def test_demo_end_to_end_on_synthetic_data(tmp_path, monkeypatch, capsys):
     run_dir, export_dir = tmp_path / "run", tmp_path / "exports"
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the baselines' cache
-    demo.FLAGS.unparse_flags()
+    command.FLAGS.unparse_flags()
     try:  # a budgeted run: the 20 s demo budget holds training and the evaluation estimated for it
-        argv = demo.FLAGS(["demo", "--flagfile=configs/smoke.flags", f"--model_dir={run_dir}",
+        argv = command.FLAGS(["demo", "--flagfile=configs/smoke.flags", f"--model_dir={run_dir}",
                            f"--demo_export_dir={export_dir}", "--epochs=1", "--probe_epochs=20", "--map=pca",
                            "--verbose=2", "--time_budget=1m", "--demo_budget=20s", "--w_eps=0.05"])
-        code = demo.main(argv)
+        code = command.main(argv)
     finally:
-        demo.FLAGS.unparse_flags()
+        command.FLAGS.unparse_flags()
     captured = capsys.readouterr()
     assert code == 0, captured.out[-3000:] + captured.err[-3000:]
     out = captured.out

@@ -23,7 +23,7 @@ from wmse_tf.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_TOOLS = {"pytest", "pytest-xdist", "execnet", "hypothesis"}
-SUBPACKAGES = ("core", "data", "methods", "export", "evaluation", "training")
+SUBPACKAGES = ("core", "data", "methods", "export", "evaluation", "training", "demo")
 
 
 def _pyproject():
@@ -121,9 +121,9 @@ def test_wheel_carries_the_flagfiles_the_zoo_registry_and_the_shipped_rows(wheel
         for f in os.listdir(src / "configs"):
             assert z.read(f"wmse_tf/_resources/configs/{f}") == (src / "configs" / f).read_bytes(), f
         assert z.read("wmse_tf/_resources/zoo/models.json") == (src / "zoo" / "models.json").read_bytes()
-        shipped = sorted(os.listdir(src / "wmse_tf" / "evaluation" / "reference"))  # the demo's baseline rows
-        assert shipped and all(z.read(f"wmse_tf/evaluation/reference/{f}") ==
-                               (src / "wmse_tf" / "evaluation" / "reference" / f).read_bytes() for f in shipped)
+        shipped = sorted(os.listdir(src / "wmse_tf" / "demo" / "shipped_rows"))  # the demo's baseline rows
+        assert shipped and all(z.read(f"wmse_tf/demo/shipped_rows/{f}") ==
+                               (src / "wmse_tf" / "demo" / "shipped_rows" / f).read_bytes() for f in shipped)
         metadata = z.read(f"wmse_tf-{wmse_tf.__version__}.dist-info/METADATA").decode()
     assert {f"wmse_tf/{p}/__init__.py" for p in SUBPACKAGES} <= names
     runtime = [Requirement(line.split(":", 1)[1]) for line in metadata.splitlines()

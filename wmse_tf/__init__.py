@@ -3,7 +3,7 @@
 Layers, bottom to top; a module imports only from its own layer and those below it
 (tests/test_layout.py checks it):
 
-  io, errors, lazy, cli   the one atomic writer, user errors, re-exports, the CLI runner
+  atomic_io, errors, lazy, cli  the one atomic writer, user errors, re-exports, the CLI runner
   core/                   whitening, objectives, encoders, BatchNorm, SSLModel
   data/                   datasets, augmentation, the eval/serve transform, pipelines
   methods/                the registry of methods and their builders (W-MSE, NT-Xent, BYOL)

@@ -93,12 +93,12 @@ def folder_features(loaded, folder, batch_size=64, limit=None, progress=True):
 
 
 def split_features(model_path, dataset, split, data_dir=None, batch_size=64, limit=None, progress=True):
-    """Features of a registry split through the SavedModel (path or opened `eval_lib.Model`);
+    """Features of a registry split through the SavedModel (path or opened `eval_lib.FeatureSource`);
     returns (features, labels, names)."""
     from wmse_tf.evaluation import evaluator as eval_lib
 
     config = eval_lib.EvalConfig(data_dir=data_dir, batch_size=batch_size, progress=progress)
-    model = model_path if isinstance(model_path, eval_lib.Model) else eval_lib.open_model(model_path)
+    model = model_path if isinstance(model_path, eval_lib.FeatureSource) else eval_lib.open_model(model_path)
     x, y = eval_lib.eval_split(model, dataset, split, config, limit)
     return x, y, np.array([f"{dataset}/{split}/{i}" for i in range(len(y))])
 

@@ -84,8 +84,9 @@ def parse_knn(spec):
 
 
 @dataclasses.dataclass
-class Model:
-    """An opened model: its feature function and what the eval pipeline must feed it."""
+class FeatureSource:
+    """What `open_model` found at a path (a run, an encoder.keras or a SavedModel): its feature
+    function and what the eval pipeline must feed it."""
 
     kind: str  # "checkpoint" or "saved_model"
     path: str
@@ -110,7 +111,7 @@ def random_weights(encoder, seed=0):
 
 
 def open_model(path, random_init=False, seed=0):
-    """Opens a training run dir (encoder.keras), an encoder.keras file or a SavedModel."""
+    """Opens a training run dir (encoder.keras), an encoder.keras file or a SavedModel: a FeatureSource."""
     from wmse_tf.export import saved_model as export
 
     path = os.path.abspath(path)
@@ -127,7 +128,7 @@ def open_model(path, random_init=False, seed=0):
             with open(flags_path) as f:
                 run_flags = json.load(f)
         key = f"keras:{keras_file}:{_mtime(keras_file)}:{'random' + str(seed) if random_init else ''}"
-        return Model("checkpoint", os.path.dirname(keras_file), features_lib.keras_features(encoder),
+        return FeatureSource("checkpoint", os.path.dirname(keras_file), features_lib.keras_features(encoder),
                      run_flags.get("dataset"), export.encoder_image_size(encoder), False, key,
                      run_flags.get("augment"))
     if random_init:
@@ -138,7 +139,7 @@ def open_model(path, random_init=False, seed=0):
     card = export.read_card(version_dir)
     size = card.get("input", {}).get("image_size")
     key = f"saved_model:{version_dir}:{_mtime(os.path.join(version_dir, 'saved_model.pb'))}"
-    return Model("saved_model", version_dir, features_lib.saved_model_features(version_dir),
+    return FeatureSource("saved_model", version_dir, features_lib.saved_model_features(version_dir),
                  card.get("dataset"), size, True, key, (card.get("flags") or {}).get("augment"))
 
 
@@ -222,11 +223,11 @@ def protocol(probe):
 
 
 def evaluate(model_path, config=EvalConfig()):
-    """Evaluates the model at `model_path` (or an opened `Model`); returns the results dict (see module doc)."""
+    """Evaluates the model at `model_path` (or its opened `FeatureSource`); returns the results (module doc)."""
     from wmse_tf.data import datasets as data
 
     start = time.time()
-    model = model_path if isinstance(model_path, Model) else open_model(model_path, config.random_init)
+    model = model_path if isinstance(model_path, FeatureSource) else open_model(model_path, config.random_init)
     dataset = config.dataset or model.dataset
     if not dataset:
         raise ValueError(f"{model_path}: no dataset recorded with the model; pass dataset=")

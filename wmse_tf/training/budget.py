@@ -10,9 +10,9 @@ its cores) still ends on time. A slow CPU so ends on time and a fast one trains 
 `--epochs` gives the shape of the schedule, not the length.
 
 The budget counts from `started_at`: by default the start of `trainer.run` (so building the
-model and loading the data count too: on a slow CPU they took 36 s of a 480 s budget), for the
-demo the start of the demo. `reserve(step_seconds)` is kept free for what runs after the loop
-(the demo: its evaluation, which `wmse_tf.evaluation.cost` estimates). The plan is written to
+model and loading the data count too: on a slow CPU they took 36 s of a 480 s budget), or a
+caller's earlier start. `reserve(step_seconds)` is kept free for what a caller runs after the loop
+(e.g. an evaluation whose cost scales with the step time). The plan is written to
 `<model_dir>/plan.json`; a resumed run keeps it (no new measurement), and the planned
 and done steps go into results.json and the model card.
 
@@ -47,7 +47,7 @@ class Plan:
     planned_at_step: int
     elapsed_seconds: float  # time since the budget's start when the plan was made
     final: bool
-    reserved_seconds: float = 0.0  # kept free for after the loop (the demo's evaluation)
+    reserved_seconds: float = 0.0  # kept free for after the loop (the caller's reserve)
 
     def to_dict(self):
         return dataclasses.asdict(self)

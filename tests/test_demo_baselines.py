@@ -1,5 +1,5 @@
-"""The demo's baselines (wmse_tf.evaluation.baselines): computed once per machine, then read back;
-the rows shipped with wmse_tf (wmse_tf.evaluation.reference_rows) read when their key matches."""
+"""The demo's baselines (wmse_tf/demo/baselines.py): computed once per machine, then read back;
+the rows shipped with wmse_tf (wmse_tf/demo/baseline_rows.py) read when their key matches."""
 
 import dataclasses
 import os
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from wmse_tf import demo, train
+from wmse_tf import train
 from wmse_tf.core import encoders
-from wmse_tf.evaluation import baselines, evaluator as eval_lib, reference_rows
+from wmse_tf.demo import baseline_rows, baselines, command, report, runner
+from wmse_tf.evaluation import evaluator as eval_lib
 from wmse_tf.evaluation.linear_probe import ProbeConfig
 
 SMOKE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "smoke.flags")
@@ -38,7 +39,7 @@ def smoke_run(tmp_path):
 
 
 def test_random_and_pixel_rows_are_computed_once_then_read_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(reference_rows, "REFERENCE_DIR", str(tmp_path / "none shipped"))
+    monkeypatch.setattr(baseline_rows, "SHIPPED_DIR", str(tmp_path / "none shipped"))
     cfg, run_dir, econf = smoke_run(tmp_path)
     cache = str(tmp_path / "cache")
     _, before = baselines.evaluation_reserve(cfg, econf, cache_dir=cache)
@@ -74,7 +75,7 @@ def test_shipped_rows_are_read_when_their_key_matches_and_marked(tmp_path, monke
     """A first evaluation on a machine reads the shipped rows of its exact key (not copied to the
     machine's cache), computes the random encoder's test features for the map, and computes what
     another protocol or `reuse=False` asks for."""
-    monkeypatch.setattr(reference_rows, "REFERENCE_DIR", str(tmp_path / "shipped"))
+    monkeypatch.setattr(baseline_rows, "SHIPPED_DIR", str(tmp_path / "shipped"))
     cfg, run_dir, econf = smoke_run(tmp_path)
     quiet = lambda _: None  # noqa: E731
     computed, feats = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed,
@@ -83,34 +84,34 @@ def test_shipped_rows_are_read_when_their_key_matches_and_marked(tmp_path, monke
     parts = baselines.row_parts(eval_lib.open_model(run_dir, True, cfg.seed), baselines.data_digest(pixel_set))
     provenance = {"machine": "the test's", "command": "test"}
     for name, (kind, part) in parts.items():
-        reference_rows.write(kind, part, baselines.protocol(econf), computed[name], provenance)
+        baseline_rows.write(kind, part, baselines.protocol(econf), computed[name], provenance)
     cache = str(tmp_path / "cache")  # this machine: nothing cached
     _, plan = baselines.evaluation_reserve(cfg, econf, cache_dir=cache)
-    assert plan["reference_rows"] == [baselines.RANDOM, baselines.PIXELS] and plan["cached_rows"] == []
+    assert plan["shipped_rows"] == [baselines.RANDOM, baselines.PIXELS] and plan["cached_rows"] == []
     rows, feats_again = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed, cache_dir=cache,
                                                           log=quiet)
     for name in (baselines.RANDOM, baselines.PIXELS):
-        assert rows[name].pop("reference") == provenance
+        assert rows[name].pop("shipped") == provenance
         assert rows[name] == computed[name]
     np.testing.assert_array_equal(feats_again[baselines.RANDOM][0], feats[baselines.RANDOM][0])
     assert not os.path.exists(cache)  # shipped rows are not copied into the machine's cache
-    table = demo.format_table(dict(rows, **{baselines.RANDOM: dict(rows[baselines.RANDOM], reference=provenance)}),
-                              "p")
+    table = report.format_table(dict(rows, **{baselines.RANDOM: dict(rows[baselines.RANDOM], shipped=provenance)}),
+                                "p")
     assert f"{baselines.RANDOM} (*)" in table and "shipped with wmse_tf, computed on the test's" in table
     # Another protocol is another key: computed (and then cached here).
     other = dataclasses.replace(econf, knn=("cosine:5",))
     _, plan = baselines.evaluation_reserve(cfg, other, cache_dir=cache)
-    assert plan["reference_rows"] == plan["cached_rows"] == []
+    assert plan["shipped_rows"] == plan["cached_rows"] == []
     # --baselines=compute: nothing reused.
     fresh, _ = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed, cache_dir=cache, log=quiet,
                                                  reuse=False)
-    assert not any("reference" in r or "cached" in r for r in fresh.values())
+    assert not any("shipped" in r or "cached" in r for r in fresh.values())
 
 
 def test_the_shipped_rows_are_those_of_the_demo_default_recipe():
-    """The rows shipped in wmse_tf/evaluation/reference/ have the key a default `make demo` looks up
+    """The rows shipped in wmse_tf/demo/shipped_rows/ have the key a default `make demo` looks up
     (a change of the recipe, the protocol, the random weights or TF makes this fail: recompute them
-    with `python -m bench.reference_rows`)."""
+    with `python -m bench.baseline_rows`)."""
     from wmse_tf.data import datasets as data
 
     try:
@@ -119,28 +120,28 @@ def test_the_shipped_rows_are_those_of_the_demo_default_recipe():
         pytest.skip("Fashion-MNIST is not installed (make setup installs it)")
     train.FLAGS.unparse_flags()
     try:
-        train.FLAGS(demo.with_default_flagfile(["demo"]))
+        train.FLAGS(command.with_default_flagfile(["demo"]))
         cfg = train.config_from_flags()
-        econf = demo.eval_config(cfg, train.FLAGS.probe_epochs, 0, 0)
+        econf = runner.eval_config(cfg, train.FLAGS.probe_epochs, 0, 0)
     finally:
         train.FLAGS.unparse_flags()
     parts, _ = baselines.recipe_row_parts(cfg, baselines.data_digest(baselines.pixel_sets(cfg.dataset, econf.data_dir)))
     for kind, part in parts.values():  # the keys the demo's plan and evaluation look up
-        row = reference_rows.read(kind, part, baselines.protocol(econf))
-        assert row is not None, f"no shipped {kind} row for the demo's recipe: python -m bench.reference_rows"
+        row = baseline_rows.read(kind, part, baselines.protocol(econf))
+        assert row is not None, f"no shipped {kind} row for the demo's recipe: python -m bench.baseline_rows"
         assert row["num_train"] == 60000 and row["num_test"] == 10000
-        assert {"machine", "onednn", "tensorflow", "command", "date"} <= set(row["reference"])
+        assert {"machine", "onednn", "tensorflow", "command", "date"} <= set(row["shipped"])
         assert 0.5 < row["linear"]["top1"] < 0.95  # a real Fashion-MNIST score, not a placeholder
 
 
 @pytest.mark.slow
 def test_the_shipped_rows_are_what_this_machine_computes():
-    """`python -m bench.reference_rows --compare`: the default recipe's baselines computed here
+    """`python -m bench.baseline_rows --compare`: the default recipe's baselines computed here
     (a few minutes) within 0.1 point of the shipped rows."""
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "bench.reference_rows", "--compare"], env=helpers.python_env(),
+    result = subprocess.run([sys.executable, "-m", "bench.baseline_rows", "--compare"], env=helpers.python_env(),
                             cwd=os.path.dirname(os.path.dirname(SMOKE)), capture_output=True, text=True,
                             timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

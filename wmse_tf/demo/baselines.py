@@ -9,10 +9,10 @@ default `$XDG_CACHE_HOME/wmse_tf/baselines`; the random row with its test featur
 map), keyed by hashes of the pixels and labels themselves (and of the random weights, the eval
 transform and the dtype policy), the evaluation protocol, the TF version and the CPU, and recomputed when any of them
 changes: a demo after the first evaluates only its trained encoder. Before computing a row on a
-new machine, the rows shipped for the demo's default recipe are looked up (`reference_rows`: the
+new machine, the rows shipped for the demo's default recipe are looked up (`baseline_rows`: the
 same key without the CPU), so a first demo evaluates its trained encoder only, and the random
 encoder's test features for the map. `evaluation_reserve` estimates the whole evaluation's seconds
-before training (`evaluation.cost`), for the rows neither cached nor shipped.
+before training (`cost`), for the rows neither cached nor shipped.
 
 Example:
   >>> rows, test_feats = evaluate_with_baselines("runs/fashion_mnist", "fashion_mnist", EvalConfig())
@@ -25,7 +25,8 @@ import os
 import numpy as np
 
 from wmse_tf import atomic_io
-from wmse_tf.evaluation import cost, evaluator as eval_lib, reference_rows
+from wmse_tf.demo import baseline_rows, cost
+from wmse_tf.evaluation import evaluator as eval_lib
 
 PIXELS = "raw pixels"
 TRAINED, RANDOM = "W-MSE encoder", "same encoder, random weights"
@@ -81,7 +82,7 @@ def protocol(config):
 
 def find_row(kind, parts, config, cache_dir=None, with_features=False, reuse=True):
     """(row, where) of a row computed before: this machine's cache ("cached": its path), else the
-    rows shipped with wmse_tf (`reference_rows`: "reference": provenance; no test features);
+    rows shipped with wmse_tf (`baseline_rows`: "shipped": provenance; no test features);
     (None, None) when it must be computed, or when not `reuse`."""
     if not reuse:
         return None, None
@@ -89,9 +90,9 @@ def find_row(kind, parts, config, cache_dir=None, with_features=False, reuse=Tru
     row = read_row(path, with_features)
     if row is not None:
         return dict(row, cached=path), path
-    row = reference_rows.read(kind, parts, protocol(config))
+    row = baseline_rows.read(kind, parts, protocol(config))
     if row is not None:
-        return row, reference_rows.path(kind, parts, protocol(config))
+        return row, baseline_rows.path(kind, parts, protocol(config))
     return None, None
 
 
@@ -170,7 +171,7 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
     """{row name: results} for the trained encoder, random weights and (if `pixels`) raw pixels, and
     the test features {name: (x, y)} of the two encoders. The random-weights and raw-pixel rows come
     from this machine's cache when it computed them before (a row then has "cached": its path), else
-    from the rows shipped with wmse_tf ("reference": provenance; the random encoder's test features
+    from the rows shipped with wmse_tf ("shipped": provenance; the random encoder's test features
     are then computed, for the 2-D map); the others, and all when not `reuse`, are computed and cached."""
     from wmse_tf.data import datasets as data
 
@@ -195,7 +196,7 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
     if pixels and PIXELS not in found:
         sets[PIXELS] = pixel_set
     log(f"\n[eval] {', '.join(sets)}: linear probes trained together, and k-NN"
-        + "".join(f"\n       {name}: {'cached' if 'cached' in row else 'shipped reference row'}, {where}"
+        + "".join(f"\n       {name}: {'cached' if 'cached' in row else 'shipped with wmse_tf'}, {where}"
                   for name, (row, where) in found.items()))
     rows = eval_lib.evaluate_feature_sets(sets, config, meta.num_classes)
     for name, (train_x, train_y, _, test_y) in sets.items():
@@ -214,7 +215,7 @@ def evaluate_with_baselines(model_dir, dataset, config, seed=0, pixels=True, cac
 def evaluation_reserve(cfg, config, pixels=True, cache_dir=None, reuse=True):
     """(step_seconds -> estimated seconds of `evaluate_with_baselines` for the run of TrainConfig
     `cfg` here, calibration): a few seconds of probe epochs and k-NN chunks timed now
-    (`evaluation.cost`), for the rows neither cached nor shipped (`find_row`)."""
+    (`cost`), for the rows neither cached nor shipped (`find_row`)."""
     pixel_set = pixel_sets(cfg.dataset, config.data_dir, config.limit_train, config.limit_test)
     train_n, test_n = len(pixel_set[1]), len(pixel_set[3])
     parts, features = recipe_row_parts(cfg, data_digest(pixel_set), pixels)
@@ -225,12 +226,12 @@ def evaluation_reserve(cfg, config, pixels=True, cache_dir=None, reuse=True):
     if pixels and pixels_row is None:
         dims.append(pixel_set[0].shape[1])
     fixed = cost.calibrate(train_n, test_n, dims, config.probe.epochs if config.probe else 0)
-    for origin in ("cached", "reference"):  # fixed["cached_rows"], fixed["reference_rows"]
+    for origin in ("cached", "shipped"):  # fixed["cached_rows"], fixed["shipped_rows"]
         fixed[f"{origin}_rows"] = [name for name, row in found.items() if row and origin in row]
     feature_images = train_n + test_n  # the trained encoder's, and the random one's unless cached
     if random_row is None:
         feature_images += train_n + test_n
-    elif "reference" in random_row:
+    elif "shipped" in random_row:
         feature_images += test_n  # a shipped row has no test features: computed for the map
     images_per_step = cfg.batch_size * cfg.num_views
     return (lambda step_s: cost.estimate(fixed, step_s, feature_images, images_per_step)), fixed

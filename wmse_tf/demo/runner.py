@@ -1,22 +1,12 @@
-"""The CPU demo (`make demo`): train W-MSE on Fashion-MNIST, evaluate, plot, export.
+"""The demo's run: check the data, plan the budget, train, evaluate with baselines, plot, export.
 
-  python -m wmse_tf.demo                                   # configs/fashion_mnist.flags
-  python -m wmse_tf.demo --flagfile=configs/smoke.flags --probe_epochs=20   # any train flags
+`run(cfg, ...)` is what `python -m wmse_tf.demo` does for a TrainConfig (`wmse_tf.demo.command`
+turns its flags into these arguments). With `demo_budget`, the evaluation's seconds are estimated
+on this machine before training (`baselines.evaluation_reserve`, `cost`) and the training budget
+keeps them free (`training.budget.TimeBudget(reserve=...)`), counted from the demo's start.
 
-Steps, all in one process:
-  1. `wmse_tf.training.trainer.run` with the train flags (default flagfile
-     configs/fashion_mnist.flags; any `wmse_tf.train` flag overrides it);
-  2. frozen-feature evaluation on the full train/test splits of three feature sets:
-     the trained encoder, the same architecture with random weights, raw pixels;
-     linear probe (`wmse_tf.evaluation.linear_probe`, `--probe_epochs`) and 5-NN (cosine and
-     Euclidean, `wmse_tf.evaluation.knn`), printed as one table with the protocol;
-  3. PNGs: training curves and a 2-D map (t-SNE or PCA) of test features by class;
-  4. SavedModel export in the zoo layout (`<export_dir>/<name>/<version>/` with
-     model_card.json holding the flags and these metrics);
-  5. `<model_dir>/demo_results.json` and a summary of where everything went.
-A finished run in `--model_dir` is not retrained (trainer.run resumes / skips).
-Exit codes: those of `wmse_tf.train` (2 a user error, e.g. bad flags or dataset missing,
-printed as one `error:` line; 3 NaN).
+Example:
+  >>> code, results = run(cfg, probe_epochs=20, demo_budget=660)
 """
 
 import dataclasses
@@ -24,26 +14,8 @@ import os
 import sys
 import time
 
-from absl import flags, logging
-
-from wmse_tf import cli, resources, train as train_cli  # train: defines the training flags
-from wmse_tf.training import config as config_lib
-
-FLAGS = flags.FLAGS
-DEFAULT_FLAGFILE = resources.flagfile("fashion_mnist")  # the checkout's configs/, or the wheel's copy
-flags.DEFINE_integer("probe_epochs", 500, "Linear-probe epochs (500: the reference protocol).")
-flags.DEFINE_integer("eval_limit_train", 0, "Use only the first N train images for evaluation (0 = all).")
-flags.DEFINE_integer("eval_limit_test", 0, "Use only the first N test images for evaluation (0 = all).")
-flags.DEFINE_enum("map", "tsne", ["tsne", "pca"], "2-D map of test features.")
-flags.DEFINE_integer("map_points", 2000, "Test images in the 2-D map.")
-flags.DEFINE_bool("pixels", True, "Evaluate raw pixels as a baseline.")
-flags.DEFINE_enum("baselines", "auto", ["auto", "compute"], "auto: the random-weights and raw-pixel rows from "
-                  "this machine's cache or, for the default recipe, the rows shipped with wmse_tf (marked in the "
-                  "table), else computed; compute: computed here (and cached for the next demo).")
-flags.DEFINE_string("demo_export_dir", "zoo/exports", "Export dir when --export_dir is not given.")
-flags.DEFINE_string("demo_budget", "11m", "Wall clock of the whole demo, training and evaluation (the training "
-                    "budget is what the evaluation, estimated on this machine, leaves); replaces a --time_budget "
-                    "> 0; 0: train for --time_budget. --time_budget=0 trains --epochs.")
+from wmse_tf import cli
+from wmse_tf.demo import report
 
 INSTALL_HINT = ("Fashion-MNIST not found. On Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist` "
                 "(IDX files in /usr/share/datasets/fashion-mnist/); elsewhere: `tfds build fashion_mnist "
@@ -73,56 +45,6 @@ def eval_config(cfg, probe_epochs, limit_train, limit_test):
                                progress=True)
 
 
-def protocol_text(cfg, econf, rows):
-    from wmse_tf.evaluation import evaluator as eval_lib
-
-    first = next(iter(rows.values()))
-    return (f"{cfg.dataset}: fit on {first['num_train']} train images, scored on {first['num_test']} test "
-            f"images; frozen features of the un-augmented {cfg.image_size}x{cfg.image_size} images "
-            f"(raw pixels: the stored images, flattened, in [0, 1]). Linear: {eval_lib.protocol(econf.probe)}. "
-            "5-NN: k=5, majority vote, cosine (L2-normalized features) and Euclidean (raw features).")
-
-
-def format_table(rows, protocol):
-    """The rows as a text table; a row read from the cache or shipped with wmse_tf is marked and
-    its origin given below the table."""
-    from wmse_tf.evaluation import reference_rows
-
-    head = ("features", "dim", "linear top-1", "linear top-5", "5-NN cosine", "5-NN Euclid.")
-    lines, notes = [head], []
-    for name, r in rows.items():
-        lin = r.get("linear", {})
-        if "reference" in r:
-            notes.append(f"{name} (*): shipped with wmse_tf, {reference_rows.describe(r['reference'])}; "
-                         "--baselines=compute computes it here")
-            name += " (*)"
-        elif "cached" in r:
-            notes.append(f"{name} (+): computed by an earlier demo on this machine, {r['cached']}")
-            name += " (+)"
-        lines.append((name, str(r["num_features"]), f"{100 * lin.get('top1', float('nan')):.2f}",
-                      f"{100 * lin.get('top5', float('nan')):.2f}",
-                      f"{100 * r['knn']['cosine:5']['top1']:.2f}", f"{100 * r['knn']['euclidean:5']['top1']:.2f}"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    fmt = lambda line: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                 for i, (c, w) in enumerate(zip(line, widths)))
-    out = [fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines[1:]]
-    return "\n".join(out + notes + ["", "protocol: " + protocol])
-
-
-def training_text(cfg, results):
-    """How long this machine trained: epochs, steps (planned by the budget) and seconds."""
-    steps = results.get("steps_done", results.get("step"))
-    epochs = results.get("epochs_done", steps / results["steps_per_epoch"])
-    text = f"{epochs:g} epochs ({steps} steps of {cfg.batch_size} images) in {results['seconds']:.0f} s"
-    if results.get("time_budget_seconds"):
-        plan = results.get("plan") or {}
-        text += (f", planned by --time_budget={results['time_budget_seconds']:g}s from a measured "
-                 f"{plan.get('step_seconds', float('nan')):.3f} s/step")
-    from wmse_tf.training import resolve
-
-    return text + f", {cfg.mixed_precision}, on {resolve.cpu_description()}"
-
-
 def export_model(cfg, export_dir, metrics):
     """SavedModel + model card of the run's encoder.keras; returns the version dir."""
     from wmse_tf.core import encoders
@@ -146,7 +68,8 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     evaluation, estimated on this machine before training (`baselines.evaluation_reserve`), leaves.
     `reuse_baselines`: the baseline rows from this machine's cache or the shipped ones when they match
     (`--baselines=auto`); False computes them."""
-    from wmse_tf.evaluation import baselines, plots
+    from wmse_tf.demo import baselines
+    from wmse_tf.evaluation import plots
     from wmse_tf.export import saved_model as export
     from wmse_tf.training import trainer
 
@@ -164,7 +87,7 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
               f"{fixed['probes_seconds']:.0f} s, k-NN {fixed['knn_seconds']:.0f} s, then features from the "
               "step time" + (f" (cached from an earlier demo here: {', '.join(fixed['cached_rows'])})"
                              if fixed["cached_rows"] else "")
-              + (f" (shipped with wmse_tf: {', '.join(fixed['reference_rows'])})" if fixed["reference_rows"] else "")
+              + (f" (shipped with wmse_tf: {', '.join(fixed['shipped_rows'])})" if fixed["shipped_rows"] else "")
               + "; training gets the rest", flush=True)
     length = f"a {cfg.time_budget:g} s training budget" if cfg.time_budget else f"{cfg.epochs} epochs"
     print(f"[train] {cfg.method} on {cfg.dataset}: {cfg.arch} width {cfg.width}, {cfg.image_size}px, "
@@ -180,8 +103,8 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
     rows, test_feats = baselines.evaluate_with_baselines(
         cfg.model_dir, cfg.dataset, econf, cfg.seed, pixels, log=lambda text: print(text, flush=True),
         reuse=reuse_baselines)
-    protocol = protocol_text(cfg, econf, rows)
-    table = format_table(rows, protocol)
+    protocol = report.protocol_text(cfg, econf, rows)
+    table = report.format_table(rows, protocol)
     t_eval = time.time() - t0 - t_train
 
     print("\n[plots]", flush=True)
@@ -195,7 +118,7 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
                              map_points, cfg.seed)
 
     train_results = _read_json(os.path.join(cfg.model_dir, "results.json"))
-    table += "\ntraining: " + training_text(cfg, train_results)
+    table += "\ntraining: " + report.training_text(cfg, train_results)
     metrics = {"protocol": protocol, "rows": rows, "training": train_results}
     print("\n[export]", flush=True)
     version_dir = export_model(cfg, export_dir, metrics)
@@ -242,31 +165,3 @@ def _read_json(path):
 
     with open(path) as f:
         return json.load(f)
-
-
-def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    cfg, code = train_cli.config_or_exit(argv)
-    if cfg is None:
-        return code
-    from wmse_tf.export import variants
-
-    try:
-        demo_budget = config_lib.parse_duration(FLAGS.demo_budget)
-    except config_lib.ConfigError as e:
-        return cli.fail(str(e).replace("--time_budget", "--demo_budget"))
-    code, _ = run(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test, FLAGS.map,
-                  FLAGS.map_points, FLAGS.pixels, FLAGS.demo_export_dir, variants.parse(FLAGS.export_formats),
-                  demo_budget, FLAGS.baselines == "auto")
-    return code
-
-
-def with_default_flagfile(argv):
-    """argv with --flagfile=configs/fashion_mnist.flags first unless a flagfile is given."""
-    if any(a.startswith(("--flagfile", "-flagfile")) for a in argv[1:]):
-        return argv
-    return [argv[0], f"--flagfile={DEFAULT_FLAGFILE}", *argv[1:]]
-
-
-if __name__ == "__main__":
-    cli.run(main, argv=with_default_flagfile(sys.argv))

@@ -1,7 +1,7 @@
 """Where the demo's evaluation spends its time: each stage timed on Fashion-MNIST-sized inputs.
 
-  python -m bench.evaluation                    # full splits: 60000 train, 10000 test
-  python -m bench.evaluation --train=10000      # quicker
+  python -m bench.evaluation_cost               # full splits: 60000 train, 10000 test
+  python -m bench.evaluation_cost --train=10000 # quicker
 
 Stages, as `wmse_tf.demo` runs them per feature set (the trained encoder, the same encoder with
 random weights, raw pixels): frozen features of both splits (the demo's width-8 ResNet-18,

@@ -1,14 +1,14 @@
-"""Computes the baseline rows shipped with wmse_tf (`wmse_tf.evaluation.reference_rows`), or checks them.
+"""Computes the baseline rows shipped with wmse_tf (`wmse_tf.demo.baseline_rows`), or checks them.
 
-  python -m bench.reference_rows                # the demo's default recipe: (re)writes the shipped rows
-  python -m bench.reference_rows --compare      # computes them here and compares with the shipped rows
-  python -m bench.reference_rows --flagfile=configs/smoke.flags --probe_epochs=20 --reference_dir=/tmp/ref
+  python -m bench.baseline_rows                # the demo's default recipe: (re)writes the shipped rows
+  python -m bench.baseline_rows --compare      # computes them here and compares with the shipped rows
+  python -m bench.baseline_rows --flagfile=configs/smoke.flags --probe_epochs=20 --shipped_dir=/tmp/rows
 
 The rows are computed as a first demo computes them (`baselines.evaluate_with_baselines`, nothing
 reused) on a run dir holding the recipe's untrained encoder and its flags; the demo's evaluation
-protocol (`demo.eval_config`) and flags (`--probe_epochs`, `--eval_limit_*`). `--compare` exits 1
-when a figure differs by more than `--tolerance` (0.1 point) from the shipped row, or none is
-shipped for this key. Prints the machine line first.
+protocol (`wmse_tf.demo.runner.eval_config`) and flags (`--probe_epochs`, `--eval_limit_*`).
+`--compare` exits 1 when a figure differs by more than `--tolerance` (0.1 point) from the shipped
+row, or none is shipped for this key. Prints the machine line first.
 """
 
 import datetime
@@ -19,11 +19,12 @@ import time
 
 from absl import flags
 
-from wmse_tf import cli, demo, train as train_cli
+from wmse_tf import cli, train as train_cli
+from wmse_tf.demo import command as demo_command, runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("compare", False, "Compare with the shipped rows instead of writing them.")
-flags.DEFINE_string("reference_dir", "", "Where the rows are written or read (default: the package's).")
+flags.DEFINE_string("shipped_dir", "", "Where the rows are written or read (default: the package's).")
 flags.DEFINE_float("tolerance", 0.001, "--compare: largest difference of a score (0.001 = 0.1 point).")
 
 
@@ -37,7 +38,8 @@ def scores(row):
 def compute(cfg, econf, work_dir):
     """{row name: (kind, parts, row)} of the baselines of `cfg`'s recipe, computed here."""
     from wmse_tf.core import encoders
-    from wmse_tf.evaluation import baselines, evaluator as eval_lib
+    from wmse_tf.demo import baselines
+    from wmse_tf.evaluation import evaluator as eval_lib
     from wmse_tf.training import checkpoint as ckpt_lib
 
     run_dir = os.path.join(work_dir, "run")
@@ -57,30 +59,30 @@ def main(argv):
         return code
     from bench import machine_line
     from wmse_tf import onednn
-    from wmse_tf.evaluation import baselines, reference_rows
+    from wmse_tf.demo import baseline_rows, baselines
     from wmse_tf.training import resolve
 
     print(machine_line(), flush=True)
-    econf = demo.eval_config(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test)
+    econf = runner.eval_config(cfg, FLAGS.probe_epochs, FLAGS.eval_limit_train, FLAGS.eval_limit_test)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as work_dir:
         computed = compute(cfg, econf, work_dir)
     seconds = time.perf_counter() - start
-    ref_dir = FLAGS.reference_dir or None
+    shipped_dir = FLAGS.shipped_dir or None
     protocol = baselines.protocol(econf)
     worst = 0.0
     for name, (kind, parts, row) in computed.items():
         if not FLAGS.compare:
             provenance = {"machine": resolve.cpu_description(), "onednn": onednn.current().line(),
                           "tensorflow": onednn.tf_version(), "command": " ".join(
-                              ["python -m bench.reference_rows", *argv[1:]]),
+                              ["python -m bench.baseline_rows", *argv[1:]]),
                           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
                           "seconds": round(seconds, 1)}
-            print(f"{name}: written {reference_rows.write(kind, parts, protocol, row, provenance, ref_dir)}")
+            print(f"{name}: written {baseline_rows.write(kind, parts, protocol, row, provenance, shipped_dir)}")
             continue
-        shipped = reference_rows.read(kind, parts, protocol, ref_dir)
+        shipped = baseline_rows.read(kind, parts, protocol, shipped_dir)
         if shipped is None:
-            print(f"{name}: no shipped row for this key ({reference_rows.path(kind, parts, protocol, ref_dir)})")
+            print(f"{name}: no shipped row for this key ({baseline_rows.path(kind, parts, protocol, shipped_dir)})")
             worst = float("inf")
             continue
         theirs = scores(shipped)
@@ -97,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, argv=demo.with_default_flagfile(sys.argv))
+    cli.run(main, argv=demo_command.with_default_flagfile(sys.argv))
