@@ -1,5 +1,6 @@
-"""The package layout shows the architecture: layers import downwards only (read from the
-source), each package says what it owns and may import, and no module grows past ~300 lines."""
+"""The package layout shows the architecture: wmse_tf's layers import downwards only (read from the
+source), each package says what it owns and may import, the library imports none of its commands,
+benchmarks or zoo; in wmse_tf and bench no import cycle and no module past 300 lines."""
 
 import pytest
 
@@ -22,6 +23,7 @@ BASE_IMPORTS = {"wmse_tf.atomic_io": set(), "wmse_tf.errors": set(), "wmse_tf.la
                 "wmse_tf.resources": {"wmse_tf.errors", "wmse_tf.cli"},
                 "wmse_tf.onednn": {"wmse_tf.atomic_io", "wmse_tf.onednn_check"}, "wmse_tf.onednn_check": set()}
 MAX_LINES = 300
+SCOPE = ("wmse_tf", "bench")  # the packages checked for cycles and module length
 
 
 def layer(module):
@@ -47,6 +49,8 @@ def test_imports_point_down():
     wrong = []
     for module in layout.modules():
         for target in layout.imports(module):
+            if target.split(".")[0] in ("bench", "zoo", "tests"):
+                wrong.append(f"{module} imports {target}: the library imports none of bench, zoo, tests")
             if target.split(".")[0] != "wmse_tf" or target == "wmse_tf":
                 continue
             if layer(target) > layer(module):
@@ -65,7 +69,7 @@ def test_the_layer_check_catches_an_upward_import(monkeypatch):
         test_imports_point_down()
 
 
-@pytest.mark.parametrize("package", [n for names in LAYERS[1:-1] for n in names])
+@pytest.mark.parametrize("package", [n for names in LAYERS[1:-1] for n in names] + ["wmse_tf.demo"])
 def test_each_package_says_what_it_owns_and_may_import(package):
     with open(layout.path_of(package)) as f:
         text = f.read()
@@ -73,9 +77,24 @@ def test_each_package_says_what_it_owns_and_may_import(package):
     assert "May import:" in text, package
 
 
-def test_no_module_over_300_lines():
+def test_no_import_cycle():
+    assert layout.cycles(layout.import_graph(SCOPE)) == []
+
+
+def test_the_cycle_check_catches_a_cycle(monkeypatch):
+    """The check above can fail: two modules importing each other (even inside functions), and a
+    longer loop, are reported; a module importing its own package is not a cycle."""
+    assert layout.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}) == [["a", "b", "c"]]
+    real = layout.imports
+    monkeypatch.setattr(layout, "imports", lambda m, top_level_only=False, parents=True: real(m, parents=parents) + (
+        ["wmse_tf.demo.runner", "wmse_tf.demo"] if m == "wmse_tf.demo.report" else []))
+    assert layout.cycles(layout.import_graph(SCOPE)) == [["wmse_tf.demo.report", "wmse_tf.demo.runner"]]
+
+
+@pytest.mark.parametrize("package", SCOPE)
+def test_no_module_over_300_lines(package):
     long = {}
-    for module in layout.modules():
+    for module in layout.modules(package):
         with open(layout.path_of(module)) as f:
             n = sum(1 for _ in f)
         if n > MAX_LINES:

@@ -1,4 +1,4 @@
-"""bench.table1: cells and shards, the wall-clock plan, claim verdicts, and a tiny end-to-end table
+"""bench.table1 and table1_grid: cells and shards, the wall-clock plan, claim verdicts, and a tiny end-to-end table
 (train, evaluate, skip finished cells on a second invocation, resume, --report)."""
 
 import json
@@ -8,28 +8,28 @@ import sys
 
 import pytest
 
-from bench import table1, table1_cell, table1_report
+from bench import table1, table1_cell, table1_grid, table1_rank, table1_report
 from tests.helpers import python_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_cells_cover_rows_budgets_seeds_and_shards_partition_them():
-    cells = table1.make_cells(table1.ROWS, table1.BUDGETS, [0, 1], 4, 240)
-    trained = [r for r in table1.ROWS if r.kind == "train"]
-    assert len(cells) == 2 * (len(table1.ROWS) - len(trained)) + 2 * 2 * len(trained)
+    cells = table1_grid.make_cells(table1_grid.ROWS, table1_grid.BUDGETS, [0, 1], 4, 240)
+    trained = [r for r in table1_grid.ROWS if r.kind == "train"]
+    assert len(cells) == 2 * (len(table1_grid.ROWS) - len(trained)) + 2 * 2 * len(trained)
     names = [c.name for c in cells]
     assert len(set(names)) == len(names)
     assert "wmse4__e4__seed1" in names and "byol__t240s__seed0" in names and "pixels__seed1" in names
     # every equal-epochs cell comes before the equal-seconds cells (their throughput is reused)
     kinds = [c.budget for c in cells if c.budget != "none"]
-    assert kinds == sorted(kinds, key=table1.BUDGETS.index)
+    assert kinds == sorted(kinds, key=table1_grid.BUDGETS.index)
     shards = [cells[i::3] for i in range(3)]
     assert sorted(c.name for s in shards for c in s) == sorted(names)
-    assert table1.parse_shard("2/3") == (2, 3)
+    assert table1_grid.parse_shard("2/3") == (2, 3)
     for bad in ("3/3", "1", "a/b", "-1/2"):
         with pytest.raises(Exception, match="shard"):
-            table1.parse_shard(bad)
+            table1_grid.parse_shard(bad)
 
 
 def test_equal_seconds_budget_uses_the_trainers_time_budget_else_a_measured_throughput():
@@ -51,9 +51,9 @@ def test_plans_of_the_fashion_mnist_flagfile_train_the_budget_they_name(tmp_path
     """The flagfile's own --time_budget (the demo's) must not leak into the equal-epochs cells."""
     table = table1.Table("configs/fashion_mnist.flags", [], str(tmp_path / "runs"), str(tmp_path / "results"),
                          5, 30, [0], budget_epochs=4)
-    row = table1.ROW_BY_KEY["wmse4"]
+    row = table1_grid.ROW_BY_KEY["wmse4"]
     for budget, value, epochs, seconds in (("epochs", 4, 4, 0.0), ("seconds", 240, 4, 240.0)):
-        cell = table1.Cell(row, budget, value, 0)
+        cell = table1_grid.Cell(row, budget, value, 0)
         plan = table.plan(cell, str(tmp_path / cell.name))
         cfg = table1_cell.resolve_config(table.config, plan["command"][4:])
         assert (cfg["epochs"], cfg["time_budget"], cfg["num_views"], cfg["batch_size"]) == (epochs, seconds, 4, 128)
@@ -90,16 +90,16 @@ def test_rank_tracking_is_spearman_over_cells_with_and_without_collapse_and_rand
                fake_cell("pixels", "raw pixels", "none", 300.0, 0.85)]
     records += [fake_cell("random", "random weights", "none", 30.0 + i, 0.40 + i / 100) for i in range(4)]
     groups = table1_report.aggregate(records)
-    cells = table1_report.rank_cells(groups, "4 epochs")
+    cells = table1_rank.rank_cells(groups, "4 epochs")
     assert len(cells["trained"]) == 4 and len(cells["trained, healthy methods"]) == 3
     assert len(cells["trained + random weights"]) == 8  # raw pixels are never in
-    text = table1_report.rank_tracking_md(groups)
+    text = table1_rank.rank_tracking_md(groups, table1_report.budgets_of(groups))
     assert "4 epochs, trained (4 cells): Spearman rho = +1.00" in text
     assert "4 epochs, trained, healthy methods (3 cells): Spearman rho = +1.00" in text
     # ranks 8,15,20,21,30..33 (orders 1..8) against accuracies .50,.77,.81,.82,.40..43 (orders 5,6,7,8,1..4):
     # every |d| = 4, sum d^2 = 128, rho = 1 - 6 * 128 / (8 * 63)
     assert "trained + random weights (8 cells): Spearman rho = -0.52" in text
-    paths = table1_report.rank_plot(groups, str(tmp_path))
+    paths = table1_rank.rank_plot(groups, ["4 epochs"], str(tmp_path))
     assert [os.path.basename(p) for p in paths] == ["table1_rank_vs_linear_4epochs.png"]
 
 
