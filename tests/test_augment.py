@@ -215,3 +215,38 @@ def test_xla_and_plain_tf_give_the_same_views(name):
     plain = augment.make_views(images, cfg, 2, seed=3, jit_compile=False)
     for a, b in zip(fast, plain):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-3)
+
+
+def test_solarize_and_invert_match_their_pixel_math():
+    images = _natural(batch=16)
+    raw = images.astype(np.float32) / 255
+    for field, want in (("solarize_p", np.where(raw >= 0.5, 1 - raw, raw)), ("invert_p", 1 - raw)):
+        cfg = dataclasses.replace(IDENTITY, **{field: 1.0})
+        view = _unnormalize(augment.make_views(images, cfg, 2, seed=3)[0], cfg)
+        np.testing.assert_allclose(view, want, atol=2e-3)
+        off = _unnormalize(augment.make_views(images, IDENTITY, 2, seed=3)[0], IDENTITY)
+        np.testing.assert_allclose(off, raw, atol=2e-3)
+
+
+def test_random_erasing_sets_one_rectangle_to_the_mean():
+    cfg = dataclasses.replace(IDENTITY, erase_p=1.0, erase_scale_min=0.1, erase_scale_max=0.2)
+    images = np.full((64, 32, 32, 3), 250, np.uint8)  # far from the mean: erased pixels stand out
+    view = augment.make_views(images, cfg, 2, seed=5)[0].numpy()
+    erased = np.all(view == 0, axis=-1)
+    for mask in erased:
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # one rectangle
+        assert 0.1 * 1024 * 0.5 <= mask.sum() <= 0.2 * 1024 * 1.5  # its area, up to rounding and clipping
+    half = augment.make_views(images, dataclasses.replace(cfg, erase_p=0.5), 2, seed=5)[0].numpy()
+    share = np.all(half == 0, axis=-1).any(axis=(1, 2)).mean()
+    assert 0.25 < share < 0.75, share
+
+
+def test_grayscale_datasets_skip_colour_only_operations():
+    gray = augment.recipe("fashion_mnist")
+    assert (gray.saturation, gray.hue, gray.grayscale_p) == (0.0, 0.0, 0.0)
+    assert gray.brightness == CIFAR.brightness and gray.contrast == CIFAR.contrast
+    images = np.repeat(_natural(batch=8, size=28)[..., :1], 3, axis=-1)
+    colour = dataclasses.replace(gray, saturation=0.4, hue=0.1, grayscale_p=0.1)
+    a, b = augment.make_views(images, gray, 2, seed=9), augment.make_views(images, colour, 2, seed=9)
+    np.testing.assert_allclose(a[0].numpy(), b[0].numpy(), atol=5e-3)  # the same views on gray images

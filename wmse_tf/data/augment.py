@@ -2,7 +2,9 @@
 
 The recipe follows the reference code (htdt/self-supervised, datasets/transforms.py):
 ``RandomApply(ColorJitter, p) -> RandomGrayscale -> RandomResizedCrop(bicubic) ->
-RandomHorizontalFlip -> Normalize``, plus a Gaussian blur for ImageNet-100. Every op
+RandomHorizontalFlip -> Normalize``, plus a Gaussian blur for ImageNet-100, and optional
+solarization, inversion and random erasing (off in the paper's recipes; grayscale datasets such
+as Fashion-MNIST use them, docs/recipes.md). Every op
 draws per-image random parameters with ``tf.random.stateless_*`` from one seed, so a
 fixed seed reproduces the same views. Crop, resize, flip and blur are linear and
 separable: they are done together as two batched matmuls with per-image PIL-style
@@ -80,7 +82,11 @@ def sample_params(batch, height: int, width: int, cfg: AugmentConfig,
     u = _uniform(_op_seed(seed, 5), [batch, 4], 0.0, 1.0)
     sigma = cfg.blur_sigma_min + u[:, 2] * (cfg.blur_sigma_max - cfg.blur_sigma_min)
     top, left, h, w = random_crop_boxes(batch, height, width, cfg, _op_seed(seed, 6))
+    v = _uniform(_op_seed(seed, 7), [batch, 3], 0.0, 1.0)  # new draws: the ones above are unchanged
+    erase = erase_boxes(batch, cfg, _op_seed(seed, 8))
     return {
+        "solarize": v[:, 0] < cfg.solarize_p, "invert": v[:, 1] < cfg.invert_p,
+        "erase": v[:, 2] < cfg.erase_p, **erase,
         "brightness": factor(1, cfg.brightness, 1), "contrast": factor(2, cfg.contrast, 1),
         "saturation": factor(3, cfg.saturation, 1), "hue": factor(4, cfg.hue, 0),
         "gray": tf.cast(u[:, 0] < cfg.grayscale_p, tf.float32),
@@ -88,6 +94,19 @@ def sample_params(batch, height: int, width: int, cfg: AugmentConfig,
         "sigma": tf.where(u[:, 3] < cfg.blur_p, sigma, 1e-3),  # ~delta kernel: no blur.
         "top": top, "left": left, "height": h, "width": w,
     }
+
+
+def erase_boxes(batch, cfg: AugmentConfig, seed: tf.Tensor):
+    """torchvision RandomErasing's rectangles in output pixels, one draw per image (no retries:
+    a rectangle larger than the view is clipped to it): {erase_top, erase_left, erase_h, erase_w}."""
+    size = float(cfg.image_size)
+    u = _uniform(seed, [batch, 4], 0.0, 1.0)
+    area = size * size * (cfg.erase_scale_min + u[:, 0] * (cfg.erase_scale_max - cfg.erase_scale_min))
+    ratio = tf.exp(math.log(0.3) + u[:, 1] * (math.log(3.3) - math.log(0.3)))
+    h = tf.minimum(tf.round(tf.sqrt(area * ratio)), size)
+    w = tf.minimum(tf.round(tf.sqrt(area / ratio)), size)
+    return {"erase_top": tf.floor(u[:, 2] * (size - h + 1)), "erase_left": tf.floor(u[:, 3] * (size - w + 1)),
+            "erase_h": h, "erase_w": w}
 
 
 # ---------------------------------------------------------------------------- pixel math
@@ -122,6 +141,27 @@ def color_jitter(x: tf.Tensor, params: Dict[str, tf.Tensor], cfg: AugmentConfig)
     return x
 
 
+def solarize_invert(x: tf.Tensor, params: Dict[str, tf.Tensor], cfg: AugmentConfig) -> tf.Tensor:
+    """Solarizes (pixels >= 0.5 -> 1 - pixel) and/or inverts the images drawn for it."""
+    if cfg.solarize_p > 0:
+        x = tf.where(params["solarize"][:, None, None, None] & (x >= 0.5), 1.0 - x, x)
+    if cfg.invert_p > 0:
+        x = tf.where(params["invert"][:, None, None, None], 1.0 - x, x)
+    return x
+
+
+def erase(x: tf.Tensor, params: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Sets each drawn image's erase rectangle to 0 (the normalized mean); x [B, S, S, C]."""
+    idx = tf.range(tf.shape(x)[1], dtype=tf.float32)[None, :]
+
+    def inside(start, length):
+        return (idx >= start[:, None]) & (idx < (start + length)[:, None])
+
+    rows, cols = inside(params["erase_top"], params["erase_h"]), inside(params["erase_left"], params["erase_w"])
+    box = rows[:, :, None] & cols[:, None, :] & params["erase"][:, None, None]
+    return tf.where(box[..., None], tf.zeros_like(x), x)
+
+
 def grayscale(x: tf.Tensor, params: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Replaces the images with params["gray"] == 1 by their 3-channel luma."""
     return x + params["gray"][:, None, None, None] * (_gray(x) - x)
@@ -143,13 +183,16 @@ def resample(x: tf.Tensor, params: Dict[str, tf.Tensor], cfg: AugmentConfig) -> 
 
 def apply_params(images: tf.Tensor, params: Dict[str, tf.Tensor],
                  cfg: AugmentConfig) -> tf.Tensor:
-    """The deterministic part of a view: jitter, grayscale, crop/flip/blur, normalize."""
+    """The deterministic part of a view: jitter, grayscale, solarize/invert, crop/flip/blur,
+    normalize, erase."""
     x = _to_float(images)
     if cfg.jitter_p > 0:
         x = color_jitter(x, params, cfg)
     if cfg.grayscale_p > 0:
         x = grayscale(x, params)
-    return normalize(resample(x, params, cfg), cfg)
+    x = solarize_invert(x, params, cfg)
+    x = normalize(resample(x, params, cfg), cfg)
+    return erase(x, params) if cfg.erase_p > 0 else x
 
 
 _apply_params_xla = tf.function(apply_params, jit_compile=True, autograph=False)

@@ -31,6 +31,11 @@ class AugmentConfig:
       flip_p: horizontal flip probability [hf_p].
       blur_p: Gaussian blur probability (0 disables it).
       blur_sigma_min, blur_sigma_max: blur sigma range in output pixels.
+      solarize_p: probability of solarizing (pixels >= 0.5 become 1 - pixel), after the jitter.
+      invert_p: probability of inverting the image (1 - pixel), after the jitter.
+      erase_p: probability of random erasing: a rectangle of the output view, of
+        erase_scale_min..erase_scale_max of its area (aspect ratio 0.3-3.3, as torchvision's
+        RandomErasing), set to the normalized mean (0).
       interpolation: of the training crops, "bicubic" (reference) or "bilinear";
         both antialiased. The eval resize is always bicubic, as the reference's.
       eval_resize: the eval transform (`wmse_tf.data.eval_transform`) resizes the shorter
@@ -54,14 +59,22 @@ class AugmentConfig:
     blur_p: float = 0.0
     blur_sigma_min: float = 0.1
     blur_sigma_max: float = 2.0
+    solarize_p: float = 0.0
+    invert_p: float = 0.0
+    erase_p: float = 0.0
+    erase_scale_min: float = 0.02
+    erase_scale_max: float = 0.33
     interpolation: str = "bicubic"
     eval_resize: Optional[int] = None
 
     def __post_init__(self):
         checks = [
             ("image_size >= 1", self.image_size >= 1),
-            ("jitter_p, grayscale_p, flip_p, blur_p in [0, 1]",
-             all(0 <= p <= 1 for p in (self.jitter_p, self.grayscale_p, self.flip_p, self.blur_p))),
+            ("jitter_p, grayscale_p, flip_p, blur_p, solarize_p, invert_p, erase_p in [0, 1]",
+             all(0 <= p <= 1 for p in (self.jitter_p, self.grayscale_p, self.flip_p, self.blur_p,
+                                       self.solarize_p, self.invert_p, self.erase_p))),
+            ("0 < erase_scale_min <= erase_scale_max <= 1",
+             0 < self.erase_scale_min <= self.erase_scale_max <= 1),
             ("brightness, contrast, saturation >= 0",
              min(self.brightness, self.contrast, self.saturation) >= 0),
             ("hue in [0, 0.5]", 0 <= self.hue <= 0.5),
@@ -86,6 +99,8 @@ def recipe(name: str) -> AugmentConfig:
     """Per-dataset defaults of the paper / reference code for a registered dataset name."""
     meta = datasets_info.info(name)
     cfg = AugmentConfig(image_size=meta.image_size, mean=meta.mean, std=meta.std)
+    if not meta.colour:  # saturation, hue and grayscale leave a gray image as it is: not computed
+        cfg = dataclasses.replace(cfg, saturation=0.0, hue=0.0, grayscale_p=0.0)
     base = meta.name.split(":")[0]
     if base == "stl10":
         return dataclasses.replace(cfg, image_size=64, eval_resize=70)

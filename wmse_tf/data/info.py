@@ -32,6 +32,8 @@ class DatasetInfo:
       mean, std: per-channel statistics of [0, 1] pixels used to normalize.
       source: "tfds", "folder", "idx", "sklearn" or "synthetic".
       train_split, test_split: labelled splits for the linear probe / k-NN.
+      colour: False for grayscale images (yielded as 3 equal channels): the augmentation
+        recipe then skips the colour-only operations (saturation, hue, grayscale).
     """
 
     name: str
@@ -43,6 +45,7 @@ class DatasetInfo:
     source: str
     train_split: str = "train"
     test_split: str = "test"
+    colour: bool = True
 
 
 _CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
@@ -60,12 +63,12 @@ REGISTRY: Dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo("cifar100", 32, 100, _BASIC, *_CIFAR100, "tfds"),
     "stl10": DatasetInfo("stl10", 96, 10, ("train", "test", "unlabelled", "ssl"), *_STL10,
                          "tfds"),
-    "fashion_mnist": DatasetInfo("fashion_mnist", 28, 10, _BASIC, *_FASHION, "idx"),
+    "fashion_mnist": DatasetInfo("fashion_mnist", 28, 10, _BASIC, *_FASHION, "idx", colour=False),
     "tiny_imagenet": DatasetInfo("tiny_imagenet", 64, 200, ("train", "val", "ssl"), *_TINY,
                                  "folder", test_split="val"),
     "imagenet100": DatasetInfo("imagenet100", 256, 100, ("train", "val", "ssl"), *_IMAGENET,
                                "folder", test_split="val"),
-    "digits": DatasetInfo("digits", 32, 10, _BASIC, *_DIGITS, "sklearn"),
+    "digits": DatasetInfo("digits", 32, 10, _BASIC, *_DIGITS, "sklearn", colour=False),
     "synthetic": DatasetInfo("synthetic", 32, 10, _BASIC, *_SYNTH, "synthetic"),
 }
 SYNTH_DEFAULTS = {"size": 32, "classes": 10, "train": 2048, "test": 512, "seed": 0}
