@@ -109,11 +109,11 @@ def run(cfg, probe_epochs=500, limit_train=0, limit_test=0, map_method="tsne", m
 
     print("\n[plots]", flush=True)
     plot_dir = os.path.join(cfg.model_dir, "plots")
-    rnd = rows["same encoder, random weights"]["knn"]["cosine:5"]["top1"]
+    rnd = rows[baselines.RANDOM]["knn"]["cosine:5"]["top1"]
     curves = plots.training_curves(cfg.model_dir, os.path.join(plot_dir, "training_curves.png"),
                                    baselines={"random weights (full test set)": rnd})
     names = plots.FASHION_MNIST_CLASSES if cfg.dataset == "fashion_mnist" else None
-    fmap = plots.feature_map({k: test_feats[k] for k in ("same encoder, random weights", "W-MSE encoder")},
+    fmap = plots.feature_map({k: test_feats[k] for k in (baselines.RANDOM, baselines.TRAINED)},
                              os.path.join(plot_dir, f"feature_map_{map_method}.png"), map_method, names,
                              map_points, cfg.seed)
 
