@@ -1,10 +1,13 @@
-"""Every ```python block of README.md and zoo/README.md runs, as written, in order per file.
+"""Every ```python block of README.md and zoo/README.md runs, as written, in order per file;
+the docs' links lead somewhere.
 
 What differs from the docs is in the one table below: textual substitutions (tiny
-models) and the names a snippet takes from the reader (datasets, images, labels).
+models) and the names a snippet takes from the reader (datasets, images, labels). The
+README's quickstart needs none: it builds its own views and trains as written.
 Shell blocks (```sh, bare ```) are not run.
 """
 
+import glob
 import os
 import re
 
@@ -19,24 +22,13 @@ def _images(n, size, seed=0):
     return np.random.default_rng(seed).uniform(size=(n, size, size, 3)).astype(np.float32)
 
 
-def _views_dataset(n=16, size=16, views=2):
-    """((view_1, view_2), labels) batches, as SSLModel.fit() takes them."""
-    x = tuple(_images(n, size, seed=v) for v in range(views))
-    return tf.data.Dataset.from_tensor_slices((x, -np.ones(n, np.int64))).batch(n)
-
-
 def _labelled_dataset(n=8, size=28):
     return tf.data.Dataset.from_tensor_slices((_images(n, size, seed=1), np.arange(n) % 10)).batch(4)
 
 
 # file -> (substitutions {documented text: text run}, stand-ins {name: builder}).
 STAND_INS = {
-    "README.md": (
-        {"width=64, input_shape=(32, 32, 3)": "width=4, input_shape=(16, 16, 3)",
-         "encoders.projector(64)": "encoders.projector(8, hidden=16)",
-         "w_size=128": "w_size=16"},
-        {"dataset": _views_dataset, "images": lambda: _images(4, 16)},
-    ),
+    "README.md": ({}, {}),
     "zoo/README.md": (
         {},
         {"dataset": _labelled_dataset, "images": lambda: _images(4, 28),
@@ -67,6 +59,9 @@ def test_python_blocks_run(doc, monkeypatch):
         exec(compile(block, f"{doc} python block {i + 1}", "exec"), namespace)
     features = np.asarray(namespace["features"])
     assert features.shape[0] == len(namespace["images"]) and np.isfinite(features).all()
+    if doc == "README.md":  # the quickstart trained one epoch of its own views: 64 images, batch 32
+        assert int(namespace["ssl"].optimizer.iterations) == 2
+        assert features.shape == (64, 64)
     if doc == "zoo/README.md":
         check_fine_tuned_committed_encoder(namespace)
 
@@ -90,3 +85,58 @@ def test_shell_blocks_are_not_python():
     with open(os.path.join(ROOT, "zoo", "README.md")) as f:
         text = f.read()
     assert "docker run" in text and all("docker run" not in b for b in python_blocks(text))
+
+
+# Links: every page of docs/ is reachable from the README, and every relative link of the
+# README, the CHANGELOG, docs/ and zoo/README.md (and every docs/<page>.md#<section> the
+# library prints, e.g. in a training-health warning) names a file and a section that exist.
+DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+LINKED_FROM = [os.path.join(ROOT, name) for name in ("README.md", "CHANGELOG.md", "zoo/README.md")] + DOCS
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _anchors(path):
+    """GitHub's section anchors of a Markdown file (lower case, punctuation dropped, spaces -> -)."""
+    text = re.sub(r"^```.*?^```", "", _read(path), flags=re.M | re.S)
+    seen, anchors = {}, set()
+    for title in re.findall(r"^#{1,6} +(.+?) *#*$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def _links(path):
+    text = re.sub(r"^```.*?^```", "", _read(path), flags=re.M | re.S)
+    return [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", t)]
+
+
+def test_every_doc_page_is_linked_from_the_readme():
+    linked = {os.path.normpath(os.path.join(ROOT, t.split("#")[0])) for t in _links(os.path.join(ROOT, "README.md"))}
+    assert [os.path.relpath(d, ROOT) for d in DOCS if d not in linked] == []
+
+
+@pytest.mark.parametrize("doc", [os.path.relpath(d, ROOT) for d in LINKED_FROM])
+def test_relative_links_name_existing_files_and_sections(doc):
+    path = os.path.join(ROOT, doc)
+    broken = []
+    for target in _links(path):
+        file, _, anchor = target.partition("#")
+        dest = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
+        if not os.path.exists(dest):
+            broken.append(target)
+        elif anchor and dest.endswith(".md") and anchor not in _anchors(dest):
+            broken.append(target)
+    assert broken == [], f"{doc}: broken links"
+
+
+def test_sections_the_library_points_to_exist():
+    sources = glob.glob(os.path.join(ROOT, "wmse_tf", "**", "*.py"), recursive=True)
+    sources += glob.glob(os.path.join(ROOT, "bench", "*.py")) + glob.glob(os.path.join(ROOT, "zoo", "*.py"))
+    cited = {m for s in sources for m in re.findall(r"docs/(\w+\.md)#([\w-]+)", _read(s))}
+    assert cited, "no docs/<page>.md#<section> found in the sources"
+    assert sorted(c for c in cited if c[1] not in _anchors(os.path.join(ROOT, "docs", c[0]))) == []
