@@ -115,6 +115,13 @@ def _links(path):
     return [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", t)]
 
 
+def test_readme_stays_a_newcomers_page():
+    """At most 100 lines; the demo's rows in one marked block (the rows change with the recipe)."""
+    text = _read(os.path.join(ROOT, "README.md"))
+    assert len(text.splitlines()) <= 100
+    assert text.count("<!-- demo-table:begin -->") == text.count("<!-- demo-table:end -->") == 1
+
+
 def test_every_doc_page_is_linked_from_the_readme():
     linked = {os.path.normpath(os.path.join(ROOT, t.split("#")[0])) for t in _links(os.path.join(ROOT, "README.md"))}
     assert [os.path.relpath(d, ROOT) for d in DOCS if d not in linked] == []
