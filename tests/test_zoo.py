@@ -23,14 +23,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_registry_is_valid_and_honest():
     registry = zoo.load()
-    names = [e["name"] for e in registry["models"]]
-    assert "wmse2_fashion_mnist" in names and len(names) == len(set(names))
+    current = [e["name"] for e in registry["models"] if e["status"] != "superseded"]
+    assert "wmse2_fashion_mnist" in current and len(current) == len(set(current))
     for entry in registry["models"]:
         assert os.path.exists(os.path.join(ROOT, entry["config"])), entry["config"]
         if entry["status"] == "planned":
             assert not entry.get("metrics") and not entry.get("files")
-        else:  # published: built here, with protocol and hashes
+        else:  # published or superseded: built here, with protocol and hashes
             assert entry["metrics"]["protocol"]["linear"]["epochs"] > 0 and entry["files"]
+        if entry["status"] == "superseded":  # kept, files and all, beside the version replacing it
+            assert zoo.find(registry, entry["name"])["version"] == entry["superseded_by"] > entry["version"]
+            assert export.file_hashes(os.path.join(ROOT, entry["export"]), skip=()) == entry["files"]
 
 
 def test_registry_entries_agree_with_their_flagfiles():
@@ -64,6 +67,9 @@ def test_registry_validation_errors():
         (lambda r: r["models"][1].pop("config"), r"missing \['config'\]"),
         (lambda r: r["models"][1].update(files=None), "needs 'files'"),
         (lambda r: r["models"][1]["metrics"].pop("protocol"), "need their 'protocol'"),
+        (lambda r: r["models"].append(dict(r["models"][1], version=2)), "older versions must be 'superseded'"),
+        (lambda r: r["models"][1].update(status="superseded"), "needs 'superseded_by'"),
+        (lambda r: r["models"][1].update(status="superseded", superseded_by=2), "v2, which has no entry"),
     ]
     for change, message in cases:
         bad = copy.deepcopy(registry)
@@ -73,6 +79,20 @@ def test_registry_validation_errors():
     assert zoo.find(registry, "published_one") is registry["models"][1]
     with pytest.raises(KeyError, match="no zoo entry named 'nope'; known: planned_one, published_one"):
         zoo.find(registry, "nope")
+    with pytest.raises(KeyError, match="'published_one' has no version 3"):
+        zoo.find(registry, "published_one", 3)
+
+
+def test_publish_version_keeps_the_old_one_superseded(tmp_path):
+    path = str(tmp_path / "models.json")
+    zoo.save(registry_rows(), path)
+    old = zoo.find(zoo.load(path), "published_one")
+    new = zoo.publish_version(dict(old, version=2, files={"saved_model.pb": "1" * 64}), path)
+    registry = zoo.load(path)
+    assert zoo.find(registry, "published_one") == new and new["status"] == "published"
+    assert zoo.find(registry, "published_one", 1) == dict(old, status="superseded", superseded_by=2)
+    with pytest.raises(ValueError, match="version 2 does not follow v2"):
+        zoo.publish_version(new, path)
 
 
 def test_train_command_uses_the_flagfile(tmp_path):
@@ -92,7 +112,8 @@ def built(tmp_path_factory):
              "views": 2, "config": "configs/smoke.flags", "metrics": None, "files": None}
     zoo.save({"schema_version": 1, "models": [entry]}, registry)
     aug = dataclasses.asdict(dataclasses.replace(augment.recipe("digits"), image_size=helpers.SIZE))
-    helpers.write_run_dir(tmp / "runs" / "tiny_digits", helpers.tiny_encoder(), "digits", augment=aug, epochs=1)
+    helpers.write_run_dir(tmp / "runs" / "tiny_digits", helpers.tiny_encoder(), "digits", augment=aug, epochs=1,
+                          arch="resnet10", stem="cifar", width=4)
     config = EvalConfig(probe=ProbeConfig(epochs=20), knn=("euclidean:5",), limit_train=300, limit_test=100,
                         progress=False)
     done = build.build(entry, str(tmp / "runs"), str(tmp / "exports"), registry, skip_train=True,
@@ -114,6 +135,32 @@ def test_build_publishes_metrics_and_hashes(built):
     assert linear["top1"] <= linear["top5"]
     card = export.read_card(version_dir)
     assert card["metrics"] == entry["metrics"] and card["flags"]["dataset"] == "digits"
+
+
+def test_reexport_publishes_the_next_version_from_the_weights(built, tmp_path):
+    """zoo.reexport on a copy of the registry: v2 from v1's weights (float32, same features, its LiteRT
+    file within the one contract), v1 kept as superseded with its files unchanged."""
+    from zoo import reexport
+
+    tmp, registry, done = built
+    path = str(tmp_path / "models.json")
+    shutil.copy(registry, path)
+    config = EvalConfig(probe=ProbeConfig(epochs=20), knn=("euclidean:5",), limit_train=300, limit_test=100,
+                        progress=False)
+    new = reexport.reexport(zoo.find(zoo.load(path), "tiny_digits"), str(tmp_path / "exports"), path,
+                            export_formats=[("litert", "none")], eval_config=config)
+    v1, v2 = done["export"], str(tmp_path / "exports" / "tiny_digits" / "2")
+    assert new["version"] == 2 and os.path.realpath(new["export"]) == os.path.realpath(v2)
+    assert new["files"] == export.file_hashes(v2, skip=()) and "encoder.tflite" in new["files"]
+    assert new["exports"]["encoder.tflite"]["parity"]["vs_serving_default"]["max_abs"] < 1e-4
+    card = export.read_card(v2)
+    assert card["serving_precision"] == "float32" and card["reexported_from"]["version"] == 1
+    assert card["flags"] == export.read_card(v1)["flags"] and card["metrics"] == new["metrics"]
+    old = zoo.find(zoo.load(path), "tiny_digits", 1)
+    assert old["status"] == "superseded" and old["superseded_by"] == 2
+    assert export.file_hashes(v1, skip=()) == old["files"] == done["files"]
+    x = helpers.images01(5, seed=2)
+    np.testing.assert_allclose(helpers.reload(v2)(x), helpers.reload(v1)(x), atol=1e-5, rtol=0)
 
 
 def test_zoo_evaluate_checks_registered_metrics(built, capsys):

@@ -1,4 +1,4 @@
-"""Build zoo entries: train -> evaluate -> export -> register.
+"""Build zoo entries: train -> export -> evaluate -> register.
 
   python -m zoo.build --name=wmse2_fashion_mnist
   python -m zoo.build --all                       # every entry of zoo/models.json
@@ -6,12 +6,13 @@
   python -m zoo.build --name=... --dry_run        # print the training command only
 
 For each entry: `python -m wmse_tf.train --flagfile=<config> --model_dir=<runs_dir>/<name>`
-(a subprocess; resumes if interrupted), then the linear probe and k-NN of
-`wmse_tf.evaluate` on the training run (protocol flags below, recorded with the
-numbers), then `wmse_tf.export.saved_model.export_encoder` to `<export_dir>/<name>/<version>/`
-(metrics in its model card), a check that the SavedModel's features match the
-Keras encoder's, and finally the entry of zoo/models.json is set to "published"
-with metrics, sha256 of the files, size and build facts.
+(a subprocess; resumes if interrupted), then `wmse_tf.export.saved_model.export_encoder` to
+`<export_dir>/<name>/<version>/` (its graph computes in float32 whatever the training precision,
+unless --serving_precision=bfloat16), a check that the SavedModel's features match the Keras
+encoder's, the linear probe and k-NN of `wmse_tf.evaluate` on the SavedModel's own features
+(protocol flags below, recorded with the numbers in its card), the --export_formats files, and
+finally the entry of zoo/models.json is set to "published" with metrics, sha256 of the files,
+size and build facts (`publish`; `zoo.reexport` publishes new versions through it too).
 """
 
 import datetime
@@ -47,6 +48,10 @@ def define_flags():
     flags.DEFINE_bool("dry_run", False, "Print the training commands and stop.")
     flags.DEFINE_list("export_formats", [], "Also write these beside the SavedModel, with parity on the full "
                       "test split (python -m zoo.export): onnx, litert, litert:float16, litert:int8, onnx:int8.")
+    flags.DEFINE_integer("version", None, "Export version (default: the entry's). Above a published entry's, "
+                         "the new version is published and the old one kept as superseded.")
+    flags.DEFINE_enum("serving_precision", "float32", ["float32", "bfloat16"], "What the SavedModel computes "
+                      "in, whatever the training precision; bfloat16 only on request (its model card says so).")
 
 
 def train_command(entry, run_dir, data_dir=None, extra=()):
@@ -72,36 +77,33 @@ def train(entry, run_dir, data_dir=None, extra=()):
     return round(time.time() - start, 1)
 
 
-def protocol(eval_config):
-    probe = eval_config.probe
-    return {"views": "un-augmented eval transform (frozen encoder)",
-            "linear": {"epochs": probe.epochs, "batch_size": probe.batch_size, "optimizer": "Adam (L2 weight decay)",
-                       "lr_start": probe.lr_start, "lr_end": probe.lr_end, "weight_decay": probe.weight_decay,
-                       "standardize": probe.standardize},
-            "knn": list(eval_config.knn)}
-
-
-def check_export(run_dir, version_dir, dataset, data_dir=None):
-    """Features of 64 test images from the SavedModel match the training run's encoder's."""
+def check_export(encoder, version_dir, dataset, precision="float32", data_dir=None):
+    """`serving_default` of the SavedModel on 64 test images matches the trained Keras encoder run in
+    `precision` (float32: to 1e-4)."""
     import numpy as np
 
-    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.export import formats, portable, saved_model
+    from zoo import export as zoo_export
 
-    config = eval_lib.EvalConfig(data_dir=data_dir, progress=False, batch_size=64)
-    ours, theirs = (eval_lib.eval_split(eval_lib.open_model(p), dataset, "test", config, 64)[0]
-                    for p in (run_dir, version_dir))
-    if not np.allclose(ours, theirs, rtol=1e-4, atol=1e-4):
+    spec = portable.spec_of(saved_model.read_card(version_dir), version_dir)
+    images, _ = zoo_export.split_images(dataset, "test", spec.image_size, 64, data_dir)
+    keras_encoder = saved_model.with_precision(encoder, precision)
+    theirs = keras_encoder(formats.portable_input(images, spec), training=False).numpy().astype(np.float32)
+    ours = formats.serving_features(version_dir, images)
+    tolerance = formats.TOLERANCE if precision == "float32" else 2e-2
+    if not np.allclose(ours, theirs, rtol=tolerance, atol=tolerance):
         raise RuntimeError(f"{version_dir}: SavedModel features differ from the Keras encoder's "
                            f"(max |diff| {np.abs(ours - theirs).max():.3g})")
 
 
 def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=False, extra=(),
-          eval_config=None, export_formats=()):
+          eval_config=None, export_formats=(), precision="float32", version=None):
     """Builds one entry; returns the registry entry as updated.
 
-    `export_formats`: [(format, quantize)] written beside the SavedModel (zoo.export), registered too."""
+    `export_formats`: [(format, quantize)] written beside the SavedModel (zoo.export), registered too.
+    `precision`: what the SavedModel computes in (`export_encoder`): float32, or bfloat16 on request.
+    `version`: default the entry's; a higher one is published beside the entry (`publish`)."""
     from wmse_tf.core import encoders
-    from wmse_tf.evaluation import evaluator as eval_lib
     from wmse_tf.export import saved_model as export
 
     name = entry["name"]
@@ -113,28 +115,30 @@ def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=
         run_flags = json.load(f)
     if run_flags.get("dataset") != entry["dataset"]:
         raise ValueError(f"{run_dir} was trained on {run_flags.get('dataset')!r}, the entry says {entry['dataset']!r}")
-    eval_config = eval_config or eval_lib.EvalConfig(data_dir=data_dir)
-    results = eval_lib.evaluate(run_dir, eval_config)
-    print(eval_lib.format_table(results), flush=True)
-    metrics = {"linear": {k: results["linear"][k] for k in ("top1", "top5")},
-               "knn": {k: {"top1": v["top1"]} for k, v in results["knn"].items()},
-               "dataset": results["dataset"], "train_split": results["train_split"],
-               "test_split": results["test_split"], "num_train": results["num_train"],
-               "num_test": results["num_test"], "protocol": protocol(eval_config)}
     encoder = encoders.load(os.path.join(run_dir, "encoder.keras"))
     version_dir = export.export_encoder(
-        encoder, export_dir, name, entry["version"], dataset=entry["dataset"],
-        spec=export.input_spec_from_flags(run_flags), overwrite=True,
-        card={"method": entry["method"], "views": entry["views"], "config": entry["config"],
-              "flags": run_flags, "metrics": metrics})
-    check_export(run_dir, version_dir, entry["dataset"], data_dir)
-    files = export.file_hashes(version_dir, skip=())
-    size = sum(os.path.getsize(os.path.join(version_dir, p)) for p in files)
-    fields = {"status": "published", "metrics": metrics, "files": files, "size_bytes": size,
-              "export": _display_path(version_dir), "num_features": results["num_features"],
-              "built": {"date": datetime.date.today().isoformat(), "train_seconds": train_seconds,
-                        "epochs": run_flags.get("epochs"), "command": " ".join(train_command(entry, run_dir)[1:])}}
-    zoo.update(name, fields, registry_path)
+        encoder, export_dir, name, version or entry["version"], dataset=entry["dataset"],
+        spec=export.input_spec_from_flags(run_flags), overwrite=True, precision=precision,
+        card={"method": entry["method"], "views": entry["views"], "config": entry["config"], "flags": run_flags})
+    check_export(encoder, version_dir, entry["dataset"], precision, data_dir)
+    built = {"date": datetime.date.today().isoformat(), "train_seconds": train_seconds,
+             "epochs": run_flags.get("epochs"), "command": " ".join(train_command(entry, run_dir)[1:])}
+    return publish(entry, version_dir, {"built": built}, registry_path, eval_config, export_formats, data_dir)
+
+
+def publish(entry, version_dir, fields, registry_path, eval_config=None, export_formats=(), data_dir=None):
+    """Evaluates the SavedModel at `version_dir` (the features it serves), records the metrics in its
+    card, writes `export_formats` beside it and registers it: `entry` updated, or, for a new version
+    of a built entry, added with the old one superseded. Returns the registry entry."""
+    from wmse_tf.evaluation import evaluator as eval_lib
+    from wmse_tf.export import saved_model as export
+
+    eval_config = eval_config or eval_lib.EvalConfig(data_dir=data_dir)
+    results = eval_lib.evaluate(version_dir, eval_config)
+    print(eval_lib.format_table(results), flush=True)
+    metrics = zoo.metrics(results, eval_config)
+    card = export.read_card(version_dir)
+    export.write_json(os.path.join(version_dir, export.CARD_NAME), dict(card, metrics=metrics))
     if export_formats:
         from zoo import export as zoo_export
 
@@ -144,8 +148,13 @@ def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=
         for fmt, quantize in by_format.items():
             zoo_export.export_all(version_dir, [fmt], quantize, evaluate=True, eval_epochs=eval_config.probe.epochs,
                                   data_dir=data_dir)
-        zoo_export.register(version_dir, registry_path)
-    return zoo.find(zoo.load(registry_path), name)
+    files = export.file_hashes(version_dir, skip=())
+    fields = dict(fields, status="published", metrics=metrics, files=files, export=_display_path(version_dir),
+                  size_bytes=sum(os.path.getsize(os.path.join(version_dir, p)) for p in files),
+                  num_features=results["num_features"], exports=export.read_card(version_dir).get("exports", {}))
+    if entry["status"] != "planned" and card["version"] != entry["version"]:
+        return zoo.publish_version(dict(entry, **fields, version=card["version"]), registry_path)
+    return zoo.update(entry["name"], fields, registry_path)
 
 
 def _display_path(path):
@@ -194,7 +203,8 @@ def main(argv):
                                        "(drop --skip_train) or set --runs_dir")
             data.prepare(entry["dataset"], FLAGS.data_dir, FLAGS.download)  # download once, here
             done = build(entry, FLAGS.runs_dir, FLAGS.export_dir, FLAGS.registry, FLAGS.data_dir,
-                         FLAGS.skip_train, FLAGS.train_arg, eval_config, export_formats)
+                         FLAGS.skip_train, FLAGS.train_arg, eval_config, export_formats, FLAGS.serving_precision,
+                         FLAGS.version)
             print(f"published {done['name']} v{done['version']} at {done['export']}", flush=True)
         except errors.UserError as e:
             codes.append(cli.fail(f"{entry['name']}: {e}"))

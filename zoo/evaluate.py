@@ -69,11 +69,12 @@ def check(model_path, name=None, registry_path=zoo.REGISTRY, tolerance=0.01, dat
     from wmse_tf.export import saved_model as export
 
     version_dir = export.latest_version_dir(model_path)
-    name = name or export.read_card(version_dir).get("name")
+    card = export.read_card(version_dir)
+    name = name or card.get("name")
     if not name:
         raise ValueError(f"{version_dir}: no model card name; pass --name")
-    entry = zoo.find(zoo.load(registry_path), name)
-    if entry["status"] != "published":
+    entry = zoo.find(zoo.load(registry_path), name, card.get("version") if card.get("name") == name else None)
+    if entry["status"] == "planned":
         raise ValueError(f"zoo entry {name!r} is {entry['status']}: it has no registered metrics")
     problems = []
     if check_hashes:
@@ -106,8 +107,9 @@ def main(argv):
     with cli.about("registry", FLAGS.registry):
         registry = zoo.load(FLAGS.registry)
     with cli.about("name", name, KeyError):
-        entry = zoo.find(registry, name)
-    if entry["status"] != "published":
+        card = export.read_card(version_dir)
+        entry = zoo.find(registry, name, card.get("version") if card.get("name") == name else None)
+    if entry["status"] == "planned":
         raise errors.UserError(f"--name={name}: the zoo entry is {entry['status']}: it has no registered metrics")
     data.prepare(entry["metrics"]["dataset"], FLAGS.data_dir, FLAGS.download)  # downloads a missing TFDS dataset
     ok, rows, problems = check(FLAGS.model, FLAGS.name, FLAGS.registry, FLAGS.tolerance, FLAGS.data_dir,

@@ -52,8 +52,6 @@ def split_images(dataset, split, size, limit=None, data_dir=None):
 
 def accuracy(path, dataset, size, epochs=500, data_dir=None):
     """The zoo's protocol on the file's features: linear probe + 5-NN Euclidean, full splits."""
-    from zoo import build
-
     from wmse_tf.data import info
     from wmse_tf.evaluation import evaluator
     from wmse_tf.evaluation.linear_probe import ProbeConfig
@@ -68,7 +66,7 @@ def accuracy(path, dataset, size, epochs=500, data_dir=None):
                                           test_y, config, meta.num_classes)
     return {"linear": {k: results["linear"][k] for k in ("top1", "top5")},
             "knn": {k: {"top1": v["top1"]} for k, v in results["knn"].items()},
-            "num_train": int(len(train_y)), "num_test": int(len(test_y)), "protocol": build.protocol(config)}
+            "num_train": int(len(train_y)), "num_test": int(len(test_y)), "protocol": zoo.protocol(config)}
 
 
 def export_all(version_dir, formats_, quantize=("none",), parity="test", parity_limit=None, evaluate=False,

@@ -11,11 +11,12 @@ crop), computed in float32. The batch size is dynamic; S is fixed (the model car
 in-graph shape checks (`tf.cond`, `Assert`, `EnsureShape`) are not part of it: they have no
 builtin LiteRT ops, and tf2onnx leaves the encoder inside an ONNX `If` it cannot shape.
 
-Why not convert the SavedModel's graph as it is: an encoder trained under
-`mixed_bfloat16` computes in bfloat16 there, which neither LiteRT nor ONNX Runtime's CPU
-kernels run. So the encoder is rebuilt from the model card's flags (`arch`, `stem`,
-`width`) in float32 and given the SavedModel's variables by name (every name and shape must
-match), and the parity check compares it with `serving_default` (`wmse_tf.export.formats`).
+Why not convert the SavedModel's graph as it is: besides those ops, a SavedModel exported in
+bfloat16 (on request, or before serving graphs were float32) computes in a precision neither
+LiteRT nor ONNX Runtime's CPU kernels run. So the encoder is rebuilt from the model card's
+flags (`arch`, `stem`, `width`) in float32 and given the SavedModel's variables by name (every
+name and shape must match), and the parity check compares it with `serving_default`
+(`wmse_tf.export.formats`). The zoo re-exports an old bfloat16 SavedModel from this rebuild.
 
 Example:
   >>> encoder, spec, card = wmse_tf.export.portable.float_encoder("zoo/exports/wmse2_fashion_mnist/2")

@@ -7,8 +7,12 @@ Layout (what `tensorflow_model_server --model_base_path=<export_dir>/<name>` rea
 
 The SavedModel holds the encoder only (no projector) behind the raw-image graph of
 `wmse_tf.export.serving.EncoderModule` (signatures serving_default, serving_uint8,
-serving_bytes; TF Hub `__call__`). The model card lists dataset, flags, metrics, the
-input spec and the sha256 of every other file of the version directory. Writing is
+serving_bytes; TF Hub `__call__`). Every signature computes in float32, whatever precision
+the encoder was trained in: the serving graph is built from an encoder rebuilt under the
+float32 policy with the trained weights (`with_precision`). A bfloat16 graph (Keras'
+`mixed_bfloat16`) only on request (`precision="bfloat16"`); the card's `serving_precision`
+says which. The model card lists dataset, flags, metrics, the input spec, the serving
+precision and the sha256 of every other file of the version directory. Writing is
 atomic: everything goes to a hidden temp dir beside the version dir (TF Serving
 ignores non-numeric names), which is then renamed into place.
 
@@ -22,12 +26,45 @@ import hashlib
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from wmse_tf import atomic_io
 from wmse_tf.export import serving
 
 CARD_NAME = "model_card.json"
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # serving precision -> Keras dtype policy
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+
+
+def with_precision(encoder, precision="float32"):
+    """`encoder` computing in `precision` ("float32" or "bfloat16"), with its weights.
+
+    Returned as it is when every layer already has that policy; else rebuilt layer by layer
+    (`keras.models.clone_model`) under the policy, the weights copied (float32 variables under
+    both policies, so the copy is exact).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    policy = PRECISIONS[precision]
+    if all(layer.dtype_policy.name == policy for layer in _layers(encoder)):
+        return encoder
+
+    def clone(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(encoder, clone_function=clone, recursive=True)
+    copy.set_weights(encoder.get_weights())
+    return copy
 
 
 def input_spec_for(dataset, image_size=None):
@@ -114,7 +151,7 @@ def verify_hashes(saved_model_dir, card=None):
 
 
 def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spec=None,
-                   card=None, overwrite=False):
+                   card=None, overwrite=False, precision="float32"):
     """Writes `encoder` as a SavedModel at `<export_dir>/<name>/<version>/`, atomically.
 
     Args:
@@ -127,10 +164,13 @@ def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spe
       spec: wmse_tf.export.serving.InputSpec; overrides `dataset`'s.
       card: extra model-card fields (e.g. flags, epochs, metrics), JSON-serializable.
       overwrite: replace an existing version dir (else FileExistsError).
+      precision: what the serving graph computes in, "float32" (default, whatever the
+        encoder's training policy) or "bfloat16" (on request; the card says so).
 
     Returns:
       The version directory.
     """
+    encoder = with_precision(encoder, precision)  # first: a bad precision fails before any work
     if not name or os.sep in name or name.startswith("."):
         raise ValueError(f"export_encoder: name must be a plain directory name, got {name!r}")
     if spec is None:
@@ -164,6 +204,7 @@ def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spe
                 "serving_bytes": "image_bytes: string [batch] of encoded JPEG/PNG/GIF/BMP"}),
             "output": {serving.OUTPUT_KEY: f"float32 [batch, {num_features}]"},
             **(card or {}),
+            "serving_precision": precision,
             "files": file_hashes(tmp),
         }
         write_json(os.path.join(tmp, CARD_NAME), meta)
