@@ -69,6 +69,11 @@ def test_random_and_pixel_rows_are_computed_once_then_read_back(tmp_path, monkey
     _, other_policy = baselines.evaluation_reserve(smoke_cfg(tmp_path / "run", "--mixed_precision=mixed_bfloat16"),
                                                    econf, cache_dir=cache)
     assert other_policy["cached_rows"] == [baselines.PIXELS]
+    # ... and another eval transform too, but not other training views: the features do not see them.
+    for change, cached in (({"hue": 0.3, "solarize_p": 0.5}, [baselines.RANDOM, baselines.PIXELS]),
+                           ({"mean": (0.4, 0.4, 0.4)}, [baselines.PIXELS])):
+        changed = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, **change))
+        assert baselines.evaluation_reserve(changed, econf, cache_dir=cache)[1]["cached_rows"] == cached, change
 
 
 def test_shipped_rows_are_read_when_their_key_matches_and_marked(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ from wmse_tf.evaluation import evaluator as eval_lib
 
 PIXELS = "raw pixels"
 TRAINED, RANDOM = "W-MSE encoder", "same encoder, random weights"
+EVAL_TRANSFORM = ("image_size", "mean", "std", "eval_resize")  # what of an augment config the features see
 
 
 def pixel_features(dataset, split, data_dir, limit):
@@ -108,9 +109,12 @@ def row_cache_path(kind, parts, config, cache_dir=None):
 
 def random_row_parts(random_encoder, data_key, augment, image_size, policy):
     """`row_cache_path` parts of the random-weights row: the random weights of the run's architecture
-    (`evaluator.random_weights`), computed under the dtype policy `policy` (the run's --mixed_precision)."""
+    (`evaluator.random_weights`), its eval transform (the EVAL_TRANSFORM fields of the run's augment
+    config: the training views' draws do not change the frozen features), computed under the dtype
+    policy `policy` (the run's --mixed_precision)."""
     augment = json.loads(json.dumps(augment, default=list))  # as flags.json holds it: lists, not tuples
-    return [data_key, weights_digest(random_encoder), augment, image_size, policy]
+    transform = {k: augment.get(k) for k in EVAL_TRANSFORM} if augment else augment
+    return [data_key, weights_digest(random_encoder), transform, image_size, policy]
 
 
 def row_parts(random_model, data_key, pixels=True):
