@@ -1,8 +1,11 @@
 """Tests of wmse_tf/training/config.py and the flag front end wmse_tf/train.py (in-process, no training)."""
 
+import dataclasses
 import glob
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,7 +15,8 @@ from absl import flags
 
 from tests import layout
 from wmse_tf import methods, train
-from wmse_tf.training import config, resolve
+from wmse_tf.data import augment_config
+from wmse_tf.training import config, options, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
@@ -104,6 +108,45 @@ def test_enum_flags_reject_unknown_values(arg, allowed):
         train.FLAGS(["train", arg])
 
 
+def test_each_option_is_one_flag_with_the_configs_default_and_choices():
+    """The flags of wmse_tf.train and TrainConfig agree: the same names, the same defaults (as the flag's value
+    becomes the field's), the same choices (the enum flag's values are those validate() allows)."""
+    fresh = flags.FlagValues()
+    train.define_flags(fresh)
+    fields = {f.name: f for f in dataclasses.fields(config.TrainConfig) if f.name != "augment"}
+    augmentation = {f.name for f in dataclasses.fields(augment_config.AugmentConfig)} - {"mean", "std"}
+    assert set(fresh) == set(fields) | augmentation | set(train.COMMAND_FLAGS)
+    assert set(fields) == {f.name for f in options.declared()}  # every field but augment is declared
+    base = config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64)
+    for name, field in fields.items():
+        flag = fresh[name]
+        assert train.option_value(field, flag.default) == field.default, name
+        assert flag.help.endswith(field.metadata["help"]), name  # an enum's help starts with <a|b|c>
+        choices = field.metadata["choices"]
+        assert getattr(flag.parser, "enum_values", None) == (list(choices) if choices else None), name
+        if choices:
+            with pytest.raises(config.ConfigError, match=re.escape(f"--{name}=nope: unknown; allowed: "
+                                                                   f"{', '.join(choices)}")):
+                dataclasses.replace(base, **{name: "nope"}).validate()
+    # End to end: no flag given is TrainConfig's defaults (auto values resolved alike).
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train", "--verbose=1"])
+    assert train.config_from_flags(hardware="cpu") == resolve.resolve(config.TrainConfig(), "cpu")
+    assert config.TrainConfig(dataset="folder:/data/x", method="byol").model_dir == "runs/folder_byol"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_one_line_per_epoch_unless_on_a_terminal_or_asked(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # a file or a pipe
+    assert parse().verbose == 2 and parse("--verbose=1").verbose == 1 and parse("--verbose=0").verbose == 0
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    assert parse().verbose == 1 and parse("--verbose=2").verbose == 2
+
+
 def test_key_differences():
     a = config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64)
     b = config.TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64, lr=1.0, epochs=7)
@@ -131,7 +174,7 @@ def test_command_line_error_is_one_line_and_nonzero(capsys):
 # `python -m wmse_tf.train --print_config` in a fresh interpreter, then what it imported.
 PRINT_CONFIG = textwrap.dedent("""
     import contextlib, io, json, runpy, sys
-    sys.argv = ["train", "--flagfile=configs/cifar10.flags", "--print_config"]
+    sys.argv = ["train", "--flagfile=configs/cifar10.flags", "--verbose=1", "--print_config"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         try:
@@ -155,7 +198,7 @@ def test_print_config_imports_no_tensorflow():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["code"] == 0
     assert out["config"].pop("runtime")["onednn"].startswith("oneDNN ops ")
-    assert out["config"] == parse(f"--flagfile={ROOT}/configs/cifar10.flags").to_dict()
+    assert out["config"] == parse(f"--flagfile={ROOT}/configs/cifar10.flags", "--verbose=1").to_dict()
     model_code = [m for m in out["modules"] if m.startswith("wmse_tf.") or m.split(".")[0] == "keras"]
     assert model_code == []
     if not out["gpu_possible"]:

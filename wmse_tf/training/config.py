@@ -1,12 +1,15 @@
 """TrainConfig: every setting of one training run, resolved, validated, JSON round-trip.
 
-`wmse_tf/train.py` turns absl flags into one `TrainConfig`; everything below it takes the config (or plain
+The options themselves (names, types, defaults, choices, help) are declared once, in
+`wmse_tf.training.options.TrainOptions`, which TrainConfig extends. `wmse_tf/train.py` turns absl flags
+into one `TrainConfig`; everything below it takes the config (or plain
 arguments), never flags. `validate()` checks the values that can be checked without data or devices;
 `validate_replicas(n)` checks the batch split once the number of replicas is known. Both raise `ConfigError`
 whose message starts with the offending flag, e.g. `--w_size=64: must be larger than --emb=64 ...`. A config
 may hold `auto` values (stem, mixed_precision, jit_compile; 0 steps per execution);
 `wmse_tf.training.resolve.resolve(cfg)` replaces them from the hardware. This module imports no TensorFlow and
-no model code: the names it checks come from the TF-free `datasets_info`, `augment_config`, `archs`, `methods`.
+no model code: the names it checks come from the TF-free `datasets_info`, `augment_config`, `archs`
+(through `options`), `methods`.
 
 Example:
   >>> cfg = TrainConfig(dataset="digits", emb=16, w_size=32, batch_size=64).validate()
@@ -17,17 +20,12 @@ import json
 import math
 import re
 import warnings
-from typing import Optional, Tuple, Union
 
 from wmse_tf import errors, methods
-from wmse_tf.core import archs
 from wmse_tf.data import augment_config, info as datasets_info
+from wmse_tf.training import options
+from wmse_tf.training.options import AUTO
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-SCHEDULES = ("step", "cosine", "constant")
-OPTIMIZERS = ("adam", "sgd")
-AUTO = "auto"  # resolved by wmse_tf.training.resolve
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # Values that must match the saved flags.json to resume a run from its checkpoints.
 KEY_FIELDS = ("dataset", "train_split", "method", "arch", "width", "stem", "emb", "hidden",
@@ -53,79 +51,18 @@ def parse_duration(text, flag="time_budget"):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Batch sizes count images (before views), over ALL replicas.
-
-    Groups: data (dataset .. cache), augmentation (`augment`), model (method .. byol_tau), optimization
-    (batch_size .. momentum), distribution and speed (strategy .. steps_per_execution), run (model_dir ..
-    knn_metric), training health (on_unhealthy .. force_resume). `stem`, `mixed_precision`, `jit_compile` may be
-    "auto" and `steps_per_execution` 0 until `wmse_tf.training.resolve.resolve` replaces them (`resolved`).
+class TrainConfig(options.TrainOptions):
+    """One training run: the options of `wmse_tf.training.options.TrainOptions` (names, defaults, help),
+    validated. `stem`, `mixed_precision`, `jit_compile` may be "auto" and `steps_per_execution` 0 until
+    `wmse_tf.training.resolve.resolve` replaces them (`resolved`); `model_dir` defaults to
+    runs/<dataset>_<method>.
     """
-
-    dataset: str = "cifar10"
-    data_dir: Optional[str] = None
-    download: bool = True  # download a missing TFDS dataset (not a resume key)
-    train_split: str = "ssl"
-    shuffle_buffer: int = 16384
-    cache: str = "memory"
-    augment: Optional[augment_config.AugmentConfig] = None
-    method: str = "wmse"
-    num_views: int = 4
-    arch: str = "resnet18"
-    width: int = 64
-    stem: str = "cifar"
-    emb: int = 64
-    hidden: int = 1024
-    w_size: int = 128
-    w_iter: int = 1
-    w_eps: float = 0.0
-    tau: float = 0.5
-    whiten_contrastive: bool = False
-    byol_tau: float = 0.99
-    batch_size: int = 256
-    epochs: int = 1000
-    time_budget: float = 0.0  # seconds of training loop; 0 = train `epochs` (see wmse_tf.training.budget)
-    steps_per_epoch: int = 0
-    lr: float = 3e-3
-    warmup: int = 500
-    lr_schedule: str = "step"
-    lr_drop_epochs: Tuple[int, ...] = (50, 25)
-    lr_drop_gamma: float = 0.2
-    optimizer: str = "adam"
-    weight_decay: float = 1e-6
-    momentum: float = 0.9
-    strategy: str = "default"
-    devices: Tuple[str, ...] = ()
-    cpu_replicas: int = 0
-    tpu: str = ""
-    whiten_across_replicas: bool = False
-    mixed_precision: str = "float32"
-    jit_compile: Union[bool, str] = False
-    steps_per_execution: int = 1
-    model_dir: str = "runs/default"
-    seed: int = 0
-    eval_every: int = 20
-    knn_k: int = 5
-    knn_train_images: int = 0
-    knn_test_images: int = 0
-    checkpoint_every: int = 100
-    exact_resume: bool = False
-    keep_checkpoints: int = 3
-    log_every: int = 50
-    export_dir: str = ""
-    export_name: str = ""
-    export_version: int = 0
-    verbose: int = 1
-    bn_per_view: bool = False  # encoder once per view (BatchNorm per view, the reference) vs once on all
-    knn_metric: str = "cosine"  # k-NN monitor: cosine | euclidean (the reference's)
-    on_unhealthy: str = "warn"  # training health (wmse_tf.training.health): warn | stop
-    health_every: int = 0  # health checks also every N steps (0: epoch ends and budget re-plans only)
-    health_images: int = 2048  # the fixed batch of un-augmented training images checked (0: no checks)
-    force_resume: bool = False  # resume a run stopped unhealthy although no flag changed
 
     def __post_init__(self):
         if self.augment is None:
             object.__setattr__(self, "augment", default_augment(self.dataset))
+        if not self.model_dir:
+            object.__setattr__(self, "model_dir", f"runs/{self.dataset.partition(':')[0]}_{self.method}")
         for name in ("devices", "lr_drop_epochs"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if isinstance(self.jit_compile, str) and self.jit_compile.lower() in _BOOLS:  # flag spelling
@@ -144,16 +81,10 @@ class TrainConfig:
         if self.train_split not in splits:
             _fail("train_split", self.train_split, f"must be one of {splits}")
         _check_choice("method", self.method, sorted(methods.REGISTRY))
-        _check_choice("arch", self.arch, sorted(archs.ARCHS))
-        _check_choice("stem", self.stem, (*archs.STEMS, AUTO))
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("mixed_precision", self.mixed_precision, (*PRECISIONS, AUTO))
-        if self.jit_compile not in (True, False, AUTO):
-            _fail("jit_compile", self.jit_compile, "allowed: auto, true, false")
-        _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        _check_choice("knn_metric", self.knn_metric, ("cosine", "euclidean"))
-        _check_choice("on_unhealthy", self.on_unhealthy, ("warn", "stop"))
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        for f in options.declared():
+            if f.metadata["choices"]:  # the values of its enum flag (jit_compile: True / False as "true" / "false")
+                value = getattr(self, f.name)
+                _check_choice(f.name, str(value).lower() if isinstance(value, bool) else value, f.metadata["choices"])
         if self.num_views < 2:
             _fail("num_views", self.num_views, "need at least 2 views per image (allowed: >= 2)")
         for name in ("width", "emb", "hidden", "batch_size", "epochs",
