@@ -1,9 +1,10 @@
 """Tests of the training command: wmse_tf/train.py, trainer.py, callbacks.py (loop.py,
 checkpoint.py, schedules.py and knn.py have their own test modules). End-to-end runs use
-configs/smoke.flags (16x16 synthetic images, ResNet-18 of width 4): seconds each."""
+configs/smoke.flags (16x16 synthetic images, ResNet-10 of width 4): seconds each."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,17 +39,45 @@ def _results(model_dir):
         return json.load(f)
 
 
-# --------------------------------------------------------------- in-process training runs
+# --------------------------------------------------------------- training runs
 FULL_ARGS = ("--eval_every=0", "--exact_resume")
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """One uninterrupted, exported smoke run (FULL_ARGS): the reference of an interrupted run
-    and the finished run that a resume with other key flags must refuse."""
+def full_command(tmp_path_factory):
+    """One uninterrupted, exported smoke run (FULL_ARGS) by the command, `python -m wmse_tf.train`, with
+    TF_CPP_MIN_LOG_LEVEL unset and its output piped: (model_dir, the CompletedProcess)."""
     run_dir = tmp_path_factory.mktemp("full") / "run"
-    assert trainer.run(smoke_config(run_dir, *FULL_ARGS, f"--export_dir={run_dir}/export")) == 0
-    return run_dir
+    env = {k: v for k, v in helpers.python_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "wmse_tf.train", f"--flagfile={SMOKE}", f"--model_dir={run_dir}",
+                           *FULL_ARGS, f"--export_dir={run_dir}/export"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc
+
+
+@pytest.fixture(scope="module")
+def full_run(full_command):
+    """The model_dir of `full_command`: the reference of an interrupted run and the finished run that a
+    resume with other key flags must refuse."""
+    return full_command[0]
+
+
+# TensorFlow's C++ log: absl's format (`E0000 00:00:1796590102.284366 ...`, `I1206 20:51:15.123456 ...`) and
+# TF's own (`2026-12-06 20:51:15.123: I tensorflow/...`).
+TF_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] )", re.M)
+
+
+def test_the_command_prints_its_own_lines_and_one_progress_line_per_epoch(full_command):
+    """No line of TensorFlow's C++ log (wmse_tf's commands turn it off: wmse_tf.tf_log), and Keras'
+    progress to a pipe as one line per epoch (--verbose unset), not a bar repainted per step."""
+    _, proc = full_command
+    output = proc.stdout + proc.stderr
+    assert not TF_LOG_LINE.findall(output) and "absl::InitializeLog" not in output, output[-3000:]
+    assert "starting: wmse on synthetic" in proc.stdout and "done: step 12" in proc.stdout  # wmse_tf's lines
+    assert len(re.findall(r"^4/4 - ", proc.stdout, re.M)) == 3, proc.stdout  # 3 epochs of 4 steps
+    assert "\r" not in proc.stdout and "\b" not in proc.stdout and "\u2501" not in proc.stdout  # no bar
+    assert TF_LOG_LINE.search("E0000 00:00:1796590102.284366    5704 cuda_platform.cc:52] failed call to cuInit")
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ e.g. `from wmse_tf.core import whitening, objectives`, `wmse_tf.data.load(name, 
 
 __version__ = "0.2.0"
 
-from wmse_tf import onednn as _onednn
+from wmse_tf import onednn as _onednn, tf_log as _tf_log
 
+_tf_log.quiet()  # in a command (python -m wmse_tf.train, zoo.build, ...): no TensorFlow C++ log unless asked
 _onednn.install()  # TensorFlow's oneDNN kernels decided before TF is imported (docs/training.md#onednn)
