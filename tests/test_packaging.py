@@ -77,6 +77,15 @@ def test_requirements_pins_every_declared_package_within_its_range():
         assert req.specifier.contains(pins[_norm(req.name)]), f"{req.name}=={pins[_norm(req.name)]} outside {req}"
 
 
+def test_the_license_file_is_the_apache_2_0_licence_pyproject_declares():
+    assert _pyproject()["license"] == {"text": "Apache-2.0"}
+    with open(os.path.join(ROOT, "LICENSE")) as f:
+        text = f.read()
+    for needle in ("Apache License", "Version 2.0, January 2004", "TERMS AND CONDITIONS FOR USE, REPRODUCTION",
+                   "9. Accepting Warranty or Additional Liability.", "END OF TERMS AND CONDITIONS"):
+        assert needle in text, needle
+
+
 def test_resources_from_the_checkout_are_the_repository_files():
     assert resources.flagfiles() == sorted(f[:-6] for f in os.listdir(os.path.join(ROOT, "configs"))
                                            if f.endswith(".flags"))
@@ -104,7 +113,7 @@ def wheel(tmp_path_factory):
     shutil.copytree(os.path.join(ROOT, "configs"), src / "configs")
     os.makedirs(src / "zoo")
     shutil.copy(os.path.join(ROOT, "zoo", "models.json"), src / "zoo")
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
         shutil.copy(os.path.join(ROOT, name), src)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
@@ -125,6 +134,9 @@ def test_wheel_carries_the_flagfiles_the_zoo_registry_and_the_shipped_rows(wheel
         assert shipped and all(z.read(f"wmse_tf/demo/shipped_rows/{f}") ==
                                (src / "wmse_tf" / "demo" / "shipped_rows" / f).read_bytes() for f in shipped)
         metadata = z.read(f"wmse_tf-{wmse_tf.__version__}.dist-info/METADATA").decode()
+        licenses = [n for n in names if n.startswith(f"wmse_tf-{wmse_tf.__version__}.dist-info/")
+                    and n.endswith("/LICENSE")]  # dist-info/LICENSE, or dist-info/licenses/LICENSE
+        assert licenses and z.read(licenses[0]) == (src / "LICENSE").read_bytes(), sorted(names)[-8:]
     assert {f"wmse_tf/{p}/__init__.py" for p in SUBPACKAGES} <= names
     runtime = [Requirement(line.split(":", 1)[1]) for line in metadata.splitlines()
                if line.startswith("Requires-Dist:") and "extra ==" not in line]
