@@ -64,9 +64,16 @@ def rank_plot(groups, budgets, img_dir):
                title=f"budget {budget}: one point per cell (seed)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        path = os.path.join(img_dir, f"table1_rank_vs_linear_{budget.replace(' ', '')}.png")
-        plots._save(fig, path, 80)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_png(fig, img_dir, "rank_vs_linear", budget))
     return paths
+
+
+def save_png(fig, img_dir, kind, budget):
+    """Writes and closes a figure of Table 1 as `<img_dir>/table1_<kind>_<budget>.png`; its path."""
+    from wmse_tf.evaluation import plots
+
+    fig.tight_layout()
+    path = os.path.join(img_dir, f"table1_{kind}_{budget.replace(' ', '')}.png")
+    plots._save(fig, path, 80)
+    plots._pyplot().close(fig)
+    return path

@@ -200,11 +200,7 @@ def curves(groups, img_dir):
         axes[1].legend(fontsize=7, loc="lower right")
         dataset = next((r.get("dataset") for g in groups.values() for r in g["records"]), None)
         fig.suptitle(f"{dataset}, budget {budget}, mean over seeds", fontsize=10)
-        fig.tight_layout()
-        path = os.path.join(img_dir, f"table1_curves_{budget.replace(' ', '')}.png")
-        plots._save(fig, path, 80)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(table1_rank.save_png(fig, img_dir, "curves", budget))
     return paths
 
 
