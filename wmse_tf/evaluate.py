@@ -24,7 +24,7 @@ stays untouched, so its hashes hold).
 
 import sys
 
-from wmse_tf.evaluation.evaluator import EvalConfig, default_output, evaluate, format_table, open_model  # noqa: F401
+from wmse_tf.evaluation.evaluator import EvalConfig, default_output, evaluate, format_table, open_model
 from wmse_tf.evaluation.linear_probe import ProbeConfig
 
 
