@@ -3,7 +3,8 @@
   python -m wmse_tf.train --flagfile=configs/cifar10.flags --model_dir=runs/cifar10
   python -m wmse_tf.train --flagfile=configs/smoke.flags --print_config
 
-The only module that reads absl FLAGS: they become one validated, frozen
+The only module that reads absl FLAGS: one per training option declared in `wmse_tf.training.options`
+(plus the augmentation's and COMMAND_FLAGS), they become one validated, frozen
 `wmse_tf.training.config.TrainConfig` handed to `wmse_tf.training.trainer.run`. A run resumes from
 model_dir's newest checkpoint automatically; a missing TFDS dataset is downloaded first
 (unless --nodownload). Exit codes: 0 done, 2 a user error, printed as one `error:` line
