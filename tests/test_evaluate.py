@@ -187,3 +187,13 @@ def test_probes_trained_together_equal_each_trained_alone():
         alone = eval_lib.evaluate_features(*s, conf, 4)
         assert rows[name]["linear"]["top1"] == pytest.approx(alone["linear"]["top1"], abs=1e-9)
         assert {k: v["top1"] for k, v in rows[name]["knn"].items()} == {k: v["top1"] for k, v in alone["knn"].items()}
+
+
+def test_progress_to_a_pipe_is_one_line(capfd):
+    """Progress bars written to a file or pipe (pytest captures stdout: not a terminal) print one line
+    when they complete, not one per batch or chunk."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 8)).astype(np.float32), rng.integers(0, 3, 200)
+    linear_probe.train_linear(x, y, 3, ProbeConfig(epochs=20, batch_size=50, progress=True))
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and "20/20" in lines[0], lines

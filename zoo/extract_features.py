@@ -53,8 +53,9 @@ def list_images(folder):
 
 def folder_features(loaded, folder, batch_size=64, limit=None, progress=True):
     """Features of every decodable image under `folder`; returns (features, labels, names, skipped, classes)."""
-    import keras
     import tensorflow as tf
+
+    from wmse_tf.evaluation.features import progress_bar
 
     paths, labels, classes = list_images(folder)
     if limit is not None:
@@ -66,7 +67,7 @@ def folder_features(loaded, folder, batch_size=64, limit=None, progress=True):
     def run(blobs):
         return sig(image_bytes=tf.constant(blobs))["feature_vector"].numpy()
 
-    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
+    bar = progress_bar(len(paths), "image") if progress else None
     feats, keep, skipped = [], [], []
     for start in range(0, len(paths), batch_size):
         chunk = list(range(start, min(start + batch_size, len(paths))))

@@ -13,6 +13,7 @@ Example:
 """
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -20,6 +21,11 @@ import tensorflow as tf
 
 from wmse_tf import atomic_io
 
+
+
+def progress_bar(target, unit_name):
+    """A keras Progbar: repainted on a terminal; to a file or pipe, one line when it completes."""
+    return keras.utils.Progbar(target, unit_name=unit_name, verbose=1 if sys.stdout.isatty() else 2)
 
 def keras_features(encoder, jit_compile=False):
     """Feature function of a Keras encoder in inference mode (BatchNorm frozen).
@@ -78,7 +84,7 @@ def extract(feature_fn, dataset, progress=True, cache=None, key="", limit=None):
             if str(z["key"]) == key and (limit is None or len(z["labels"]) == limit):
                 return z["features"], z["labels"]
     steps = int(dataset.cardinality())
-    bar = keras.utils.Progbar(steps if steps > 0 else None, unit_name="batch") if progress else None
+    bar = progress_bar(steps if steps > 0 else None, "batch") if progress else None
     feats, labels, count = [], [], 0
     for i, batch in enumerate(dataset):
         images, y = batch if isinstance(batch, (tuple, list)) else (batch, None)

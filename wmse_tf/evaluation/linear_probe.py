@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wmse_tf.evaluation.features import progress_bar
+
 PROGRESS_CHUNKS = 10
 
 
@@ -140,7 +142,7 @@ def train_linears(train_xs, train_y, num_classes, config=ProbeConfig()):
     # One call for all epochs; with progress, PROGRESS_CHUNKS calls (same result: the
     # optimizer keeps its state, the lr and the shuffling depend on the global epoch only).
     chunk = -(-config.epochs // PROGRESS_CHUNKS) if config.progress else config.epochs
-    bar = keras.utils.Progbar(config.epochs, unit_name="epoch") if config.progress else None
+    bar = progress_bar(config.epochs, "epoch") if config.progress else None
     done = 0
     while done < config.epochs:
         n = min(chunk, config.epochs - done)
