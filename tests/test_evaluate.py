@@ -195,5 +195,7 @@ def test_progress_to_a_pipe_is_one_line(capfd):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(200, 8)).astype(np.float32), rng.integers(0, 3, 200)
     linear_probe.train_linear(x, y, 3, ProbeConfig(epochs=20, batch_size=50, progress=True))
-    lines = [line for line in capfd.readouterr().out.splitlines() if line.strip()]
+    out = capfd.readouterr().out
+    assert "\r" not in out and "\b" not in out, repr(out[:200])  # no repainting
+    lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1 and "20/20" in lines[0], lines
