@@ -38,6 +38,7 @@ class Recipe:
 
 
 _GRAY = ("--saturation=0", "--hue=0", "--grayscale_p=0")  # no-ops on gray images: not computed
+_POOL32 = (*_GRAY, "--arch=resnet10", "--width=32", "--stem=small")
 RECIPES = (
     Recipe("demo", "the demo's recipe before the study (60-100% crops, CIFAR jitter)",
            ("--saturation=0.4", "--hue=0.1", "--grayscale_p=0.1")),
@@ -52,6 +53,23 @@ RECIPES = (
     Recipe("wmse4", "W-MSE 4 (4 views, batch 128)", (*_GRAY, "--num_views=4", "--batch_size=128")),
     Recipe("width16", "width 16 (128-d features)", (*_GRAY, "--width=16")),
     Recipe("resnet10_w16", "ResNet-10, width 16", (*_GRAY, "--arch=resnet10", "--width=16")),
+    Recipe("r10w16_erase", "ResNet-10, width 16, random erasing p=0.5",
+           (*_GRAY, "--arch=resnet10", "--width=16", "--erase_p=0.5")),
+    Recipe("r10w16_wmse4", "ResNet-10, width 16, W-MSE 4 (batch 128)",
+           (*_GRAY, "--arch=resnet10", "--width=16", "--num_views=4", "--batch_size=128")),
+    Recipe("r10w32", "ResNet-10, width 32 (256-d features)", (*_GRAY, "--arch=resnet10", "--width=32")),
+    Recipe("r10w16_emb32", "ResNet-10, width 16, emb 32, w_size 128",
+           (*_GRAY, "--arch=resnet10", "--width=16", "--emb=32", "--w_size=128")),
+    Recipe("r10w32_pool", "ResNet-10, width 32, stem with 2x2 max pool (14x14 first stage)",
+           (*_GRAY, "--arch=resnet10", "--width=32", "--stem=small")),
+    Recipe("r18w16_pool", "ResNet-18, width 16, stem with max pool", (*_GRAY, "--width=16", "--stem=small")),
+    Recipe("r10w24", "ResNet-10, width 24 (192-d features)", (*_GRAY, "--arch=resnet10", "--width=24")),
+    Recipe("p32_erase", "r10w32_pool + random erasing p=0.5", (*_POOL32, "--erase_p=0.5")),
+    Recipe("p32_wmse4", "r10w32_pool + W-MSE 4 (batch 128)", (*_POOL32, "--num_views=4", "--batch_size=128")),
+    Recipe("p32_emb32", "r10w32_pool + emb 32, w_size 128", (*_POOL32, "--emb=32", "--w_size=128")),
+    Recipe("r18w32_pool", "ResNet-18, width 32, stem with max pool", (*_GRAY, "--width=32", "--stem=small")),
+    Recipe("r10w48_pool", "ResNet-10, width 48, stem with max pool (384-d features)",
+           (*_GRAY, "--arch=resnet10", "--width=48", "--stem=small")),
     Recipe("emb32", "emb 32, w_size 128", (*_GRAY, "--emb=32", "--w_size=128")),
     Recipe("lr4e-3", "lr 4e-3", (*_GRAY, "--lr=4e-3")),
     Recipe("cosine", "cosine schedule", (*_GRAY, "--lr_schedule=cosine")),
