@@ -60,11 +60,11 @@ def define_flags():
     flags.DEFINE_integer("threads", 0, "Threads of ONNX Runtime and LiteRT (0: os.cpu_count()).")
 
 
-def files_for(version_dir, scratch):
-    """{runtime: path} of the ONNX / LiteRT files, exporting the missing ones into a copy."""
+def files_for(version_dir, scratch, names=FILES):
+    """{runtime: path} of the ONNX / LiteRT files of `names`, exporting the missing ones into a copy."""
     from wmse_tf.export import formats
 
-    paths = {k: os.path.join(version_dir, formats.file_name(*v)) for k, v in FILES.items()}
+    paths = {k: os.path.join(version_dir, formats.file_name(*FILES[k])) for k in names if k in FILES}
     missing = [k for k, p in paths.items() if not os.path.exists(p)]
     if missing:
         copy = shutil.copytree(version_dir, os.path.join(scratch, "1"))
@@ -84,7 +84,7 @@ def runners(version_dir, names, threads, stack):
 
     loaded = tf.saved_model.load(version_dir)
     out = {"savedmodel": savedmodel_fn(loaded)}
-    files = files_for(version_dir, stack.enter_context(tempfile.TemporaryDirectory()))
+    files = files_for(version_dir, stack.enter_context(tempfile.TemporaryDirectory()), names)
     for name in names:
         if name in FILES:
             out[name] = formats.runner(files[name], threads)
@@ -197,7 +197,8 @@ def main(argv):
 
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
         atomic_io.write_json(FLAGS.output, {
-            "machine": machine, "stand_in": stand_in(), "about": about, "model": version_dir,
+            "machine": machine, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load_average_end": round(os.getloadavg()[0], 1), "stand_in": stand_in(), "about": about, "model": version_dir,
             "compare_model": compare and compare[1], "batches": batches, "threads": threads,
             "rows": [{"runtime": n, "computes_in": precision[n], "batch": b, "images_per_s": speeds[n, b]}
                      for n in names for b in batches]})
