@@ -138,8 +138,8 @@ def test_build_publishes_metrics_and_hashes(built):
 
 
 def test_reexport_publishes_the_next_version_from_the_weights(built, tmp_path):
-    """zoo.reexport on a copy of the registry: v2 from v1's weights (float32, same features, its LiteRT
-    file within the one contract), v1 kept as superseded with its files unchanged."""
+    """zoo.reexport on a copy of the registry: v2 from v1's weights (float32, the same features), v1 kept
+    as superseded with its files unchanged (the files beside it: tests/test_export_formats.py)."""
     from zoo import reexport
 
     tmp, registry, done = built
@@ -148,11 +148,10 @@ def test_reexport_publishes_the_next_version_from_the_weights(built, tmp_path):
     config = EvalConfig(probe=ProbeConfig(epochs=20), knn=("euclidean:5",), limit_train=300, limit_test=100,
                         progress=False)
     new = reexport.reexport(zoo.find(zoo.load(path), "tiny_digits"), str(tmp_path / "exports"), path,
-                            export_formats=[("litert", "none")], eval_config=config)
+                            eval_config=config)
     v1, v2 = done["export"], str(tmp_path / "exports" / "tiny_digits" / "2")
     assert new["version"] == 2 and os.path.realpath(new["export"]) == os.path.realpath(v2)
-    assert new["files"] == export.file_hashes(v2, skip=()) and "encoder.tflite" in new["files"]
-    assert new["exports"]["encoder.tflite"]["parity"]["vs_serving_default"]["max_abs"] < 1e-4
+    assert new["files"] == export.file_hashes(v2, skip=()) and new["metrics"]["num_test"] == 100
     card = export.read_card(v2)
     assert card["serving_precision"] == "float32" and card["reexported_from"]["version"] == 1
     assert card["flags"] == export.read_card(v1)["flags"] and card["metrics"] == new["metrics"]
