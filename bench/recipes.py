@@ -4,8 +4,8 @@
   python -m bench.recipes --recipes=demo,erase --seconds=150   # train + evaluate those cells (resumes)
   python -m bench.recipes --report                             # results -> docs/recipes.md + curves PNG
 
-Every recipe is the demo's flagfile (`--config`, configs/fashion_mnist.flags) plus its own flags
-(`RECIPES`). Wall-clock fairness without a quiet machine for every cell: `--time` measures each
+Every recipe is the demo's recipe before the study (`--config`,
+configs/fashion_mnist_resnet18_w8.flags) plus its own flags (`RECIPES`). Wall-clock fairness without a quiet machine for every cell: `--time` measures each
 recipe's training step once, alone (a short run, its steady images/s), into
 `<results_dir>/steps__<recipe>.json` with the machine line; a cell of S seconds then trains the
 steps S buys at that step time (`--epochs` x `--steps_per_epoch`, the schedule's drops scaled
@@ -40,9 +40,9 @@ class Recipe:
 _GRAY = ("--saturation=0", "--hue=0", "--grayscale_p=0")  # no-ops on gray images: not computed
 _POOL32 = (*_GRAY, "--arch=resnet10", "--width=32", "--stem=small")
 RECIPES = (
-    Recipe("demo", "the demo's recipe before the study (60-100% crops, CIFAR jitter)",
+    Recipe("demo", "the base with CIFAR's colour operations computed (no-ops on gray images)",
            ("--saturation=0.4", "--hue=0.1", "--grayscale_p=0.1")),
-    Recipe("gray", "colour-only ops off (saturation, hue, grayscale)", _GRAY),
+    Recipe("gray", "the base: ResNet-18, width 8, CIFAR stem, 60-100% crops, brightness/contrast", _GRAY),
     Recipe("crop20", "20-100% crops", (*_GRAY, "--crop_scale_min=0.2")),
     Recipe("crop35_bc8", "35-100% crops, brightness and contrast 0.8", (*_GRAY, "--crop_scale_min=0.35",
                                                                        "--brightness=0.8", "--contrast=0.8")),
@@ -79,7 +79,8 @@ RECIPE_BY_KEY = {r.key: r for r in RECIPES}
 
 
 def define_flags():
-    flags.DEFINE_string("config", "configs/fashion_mnist.flags", "Flagfile every recipe starts from.")
+    flags.DEFINE_string("config", "configs/fashion_mnist_resnet18_w8.flags", "Flagfile every recipe starts "
+                        "from (the demo's recipe before the study).")
     flags.DEFINE_list("recipes", [r.key for r in RECIPES], "Recipes, from: " + ", ".join(RECIPE_BY_KEY))
     flags.DEFINE_list("seconds", ["150"], "Training seconds of a cell (each a cell).")
     flags.DEFINE_list("seeds", ["0"], "Seeds (a cell each).")
@@ -171,7 +172,7 @@ def run_cell(recipe, seconds, seed, args):
             return None
     segments = cell_lib.read_json(os.path.join(cell_dir, "segments.json")) or []
     flags_json = cell_lib.read_json(os.path.join(run_dir, "flags.json")) or {}
-    record = {"cell": name, "recipe": recipe.key, "lever": recipe.lever, "flags": list(recipe.flags),
+    record = {"cell": name, "recipe": recipe.key, "config": args.config, "lever": recipe.lever, "flags": list(recipe.flags),
               "seconds": seconds, "seed": seed, "probe_epochs": args.probe_epochs, "timing": timing,
               "mixed_precision": flags_json.get("mixed_precision"), "machine": cell_lib.machine(),
               "train": cell_lib.training_summary(run_dir, plan, segments), "curve": cell_lib.curve(run_dir, segments),

@@ -25,7 +25,8 @@ def test_every_recipe_is_a_valid_training_config():
     for recipe in recipes.RECIPES:
         values = flags.FlagValues()
         train_cli.define_flags(values)
-        values([ "prog", f"--flagfile={os.path.join(ROOT, 'configs', 'fashion_mnist.flags')}", *recipe.flags])
+        base = os.path.join(ROOT, "configs", "fashion_mnist_resnet18_w8.flags")
+        values(["prog", f"--flagfile={base}", *recipe.flags])
         cfg = train_cli.config_from_flags(values)
         for flag in recipe.flags:
             name, value = flag.lstrip("-").split("=")
