@@ -24,31 +24,31 @@ FLAGS = {"arch": "resnet10", "stem": "cifar", "width": 4, "mixed_precision": "mi
 
 
 def trained_under_mixed_bfloat16(steps=3):
-    """helpers.tiny_encoder trained a few W-MSE steps under the mixed_bfloat16 policy (as a training
-    run with --mixed_precision=mixed_bfloat16): its layers compute in bfloat16, BatchNorm stats moved."""
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        encoder = helpers.tiny_encoder()
-        ssl = model.SSLModel(encoder, encoders.projector(8, hidden=16), objectives.WMSE(w_size=16), seed=0)
-        ssl.compile(optimizer=keras.optimizers.Adam(1e-2))
-        base = helpers.images01(32, seed=5)
-        for step in range(steps):
-            noisy = [np.clip(base + 0.1 * np.random.default_rng(10 * step + v).normal(size=base.shape), 0, 1)
-                     .astype(np.float32) for v in range(2)]
-            ssl.train_on_batch((tuple(helpers.normalized(x) for x in noisy), np.arange(32)))
-    finally:
-        keras.config.set_dtype_policy(policy)
+    """helpers.tiny_encoder trained a few W-MSE steps under the mixed_bfloat16 policy (call it under
+    that policy, as a run with --mixed_precision=mixed_bfloat16): bfloat16 layers, BatchNorm stats moved."""
+    encoder = helpers.tiny_encoder()
+    ssl = model.SSLModel(encoder, encoders.projector(8, hidden=16), objectives.WMSE(w_size=16), seed=0)
+    ssl.compile(optimizer=keras.optimizers.Adam(1e-2))
+    base = helpers.images01(32, seed=5)
+    for step in range(steps):
+        noisy = [np.clip(base + 0.1 * np.random.default_rng(10 * step + v).normal(size=base.shape), 0, 1)
+                 .astype(np.float32) for v in range(2)]
+        ssl.train_on_batch((tuple(helpers.normalized(x) for x in noisy), np.arange(32)))
     assert encoder.get_layer("stem_conv").compute_dtype == "bfloat16"
     return encoder
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """The trained mixed_bfloat16 encoder exported as a training run does (its card names its
-    architecture and training policy): (version dir, encoder)."""
-    return helpers.export_tiny(tmp_path_factory.mktemp("formats"), trained_under_mixed_bfloat16(),
-                               dataset="digits", card={"flags": FLAGS})
+    """The trained mixed_bfloat16 encoder exported as a training run does, the policy still set (its
+    card names its architecture and training policy): (version dir, encoder)."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        return helpers.export_tiny(tmp_path_factory.mktemp("formats"), trained_under_mixed_bfloat16(),
+                                   dataset="digits", card={"flags": FLAGS})
+    finally:
+        keras.config.set_dtype_policy(policy)
 
 
 VARIANTS = [("onnx", "none"), ("litert", "none"), ("litert", "float16"), ("litert", "int8"), ("onnx", "int8")]
