@@ -46,32 +46,36 @@ def table_md(grouped, recipes):
 
 
 def plot(grouped, img_dir, pixels=None):
-    """Final linear and 5-NN cosine top-1 against training seconds, one line per recipe (reference probe)."""
+    """Left: each cell's online 5-NN (the training run's monitor, on its test subset) against training
+    seconds at its timed step time (steps x step seconds). Right: final linear and 5-NN cosine top-1 on
+    the full test set per recipe, with the raw pixels' lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    by_recipe = {}
-    for (key, seconds, probe), recs in grouped.items():
-        if probe == 500:
-            by_recipe.setdefault(key, []).append((seconds, recs))
-    for key, points in sorted(by_recipe.items()):
-        points.sort(key=lambda p: p[0])
-        for ax, (metric, label) in zip(axes, METRICS[:2]):
-            ys = [100 * summary([r["eval"][metric] for r in recs])[1] for _, recs in points]
-            ax.plot([s for s, _ in points], ys, "o-", label=key)
-            ax.set(xlabel="training seconds", ylabel=f"{label} top-1 (%)", xscale="log")
-    for ax, (metric, label) in zip(axes, METRICS[:2]):
-        if pixels:
-            ax.axhline(100 * pixels[metric], color="gray", ls="--", label="raw pixels")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    keys = sorted({key for key, _, _ in grouped})
+    for i, ((key, seconds, probe), recs) in enumerate(sorted(grouped.items())):
+        for r in recs:
+            pts = [(p["step"] * r["timing"]["step_seconds"], 100 * p["knn"]) for p in r["curve"] if p.get("knn")]
+            left.plot(*zip(*pts), "o-", ms=3, label=f"{key} ({seconds:g} s)" if r is recs[0] else None)
+        x = keys.index(key)
+        for metric, marker in (("linear_top1", "s"), ("knn_cosine5", "o")):
+            right.plot(x, 100 * summary([r["eval"][metric] for r in recs])[1], marker, color=f"C{i % 10}")
+    left.set(xlabel="training seconds (steps x timed step)", ylabel="online 5-NN top-1 (%, test subset)")
+    left.legend(fontsize=7)
+    right.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=8)
+    right.set(ylabel="top-1 (%), full test set", title="square: linear, circle: 5-NN cosine; gray: raw pixels")
+    if pixels:
+        for metric, ls in (("linear_top1", "--"), ("knn_cosine5", ":")):
+            right.axhline(100 * pixels[metric], color="gray", ls=ls, lw=1)
+    for ax in (left, right):
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
     os.makedirs(img_dir, exist_ok=True)
     path = os.path.join(img_dir, "recipes_accuracy_vs_seconds.png")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

@@ -38,6 +38,7 @@ def _record(recipe, seconds, seed, linear, knn):
     return {"cell": f"{recipe}__t{seconds}s__seed{seed}", "recipe": recipe, "lever": "x", "seconds": seconds,
             "seed": seed, "probe_epochs": 500, "timing": {"step_seconds": 0.25}, "mixed_precision": "float32",
             "machine": "CPU, 2 cores", "train": {"step": 960, "batch_size": 256},
+            "curve": [{"step": 480, "knn": knn - 0.02}, {"step": 960, "knn": knn}],
             "eval": {"linear_top1": linear, "knn_cosine5": knn, "knn_euclidean5": knn, "num_train": 60000}}
 
 
