@@ -27,6 +27,7 @@ def test_layout_card_and_hashes(exported):
     assert card["version"] == 1 and card["metrics"] == {"knn": 0.5}
     assert card["input"]["image_size"] == helpers.SIZE and card["input"]["mean"] == list(helpers.SPEC.mean)
     assert card["encoder"]["num_features"] == encoder.output.shape[-1]
+    assert card["license"].startswith("Apache-2.0")  # the weights' licence, as LICENSE
     assert "saved_model.pb" in card["files"] and export.CARD_NAME not in card["files"]
     assert export.verify_hashes(path) == []
 

@@ -150,6 +150,9 @@ def verify_hashes(saved_model_dir, card=None):
     return sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
 
 
+WEIGHTS_LICENSE = "Apache-2.0 (the weights, as the code: LICENSE)"
+
+
 def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spec=None,
                    card=None, overwrite=False, precision="float32"):
     """Writes `encoder` as a SavedModel at `<export_dir>/<name>/<version>/`, atomically.
@@ -205,6 +208,7 @@ def export_encoder(encoder, export_dir, name, version=None, *, dataset=None, spe
             "output": {serving.OUTPUT_KEY: f"float32 [batch, {num_features}]"},
             **(card or {}),
             "serving_precision": precision,
+            "license": WEIGHTS_LICENSE,
             "files": file_hashes(tmp),
         }
         write_json(os.path.join(tmp, CARD_NAME), meta)
