@@ -48,8 +48,9 @@ def test_equal_seconds_budget_uses_the_trainers_time_budget_else_a_measured_thro
 
 
 def test_plans_of_the_fashion_mnist_flagfile_train_the_budget_they_name(tmp_path):
-    """The flagfile's own --time_budget (the demo's) must not leak into the equal-epochs cells."""
-    table = table1.Table("configs/fashion_mnist.flags", [], str(tmp_path / "runs"), str(tmp_path / "results"),
+    """A flagfile's own --time_budget (the former demo recipe's) must not leak into the equal-epochs cells."""
+    table = table1.Table("configs/fashion_mnist_resnet18_w8.flags", [], str(tmp_path / "runs"),
+                         str(tmp_path / "results"),
                          5, 30, [0], budget_epochs=4)
     row = table1_grid.ROW_BY_KEY["wmse4"]
     for budget, value, epochs, seconds in (("epochs", 4, 4, 0.0), ("seconds", 240, 4, 240.0)):
@@ -197,7 +198,7 @@ def test_the_settings_hold_the_precision_auto_or_pinned(tmp_path):
     """Cells trained in another dtype policy are other settings; pinning the policy with a train
     arg is the same setting as `auto` resolving to it."""
     def settings(*train_args):
-        return table1.Table("configs/fashion_mnist.flags", list(train_args), str(tmp_path / "runs"),
+        return table1.Table("configs/fashion_mnist_resnet18_w8.flags", list(train_args), str(tmp_path / "runs"),
                             str(tmp_path / "results"), 5, 30, [0]).settings
 
     bf16, f32 = settings("--mixed_precision=mixed_bfloat16"), settings("--mixed_precision=float32")

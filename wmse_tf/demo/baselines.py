@@ -123,7 +123,13 @@ def row_parts(random_model, data_key, pixels=True):
     `pixels`, the raw-pixel row."""
     encoder = random_model.feature_fn.encoder
     return _rows(random_row_parts(encoder, data_key, random_model.augment, random_model.image_size,
-                                  encoder.dtype_policy.name), data_key, pixels)
+                                  compute_policy(encoder)), data_key, pixels)
+
+
+def compute_policy(encoder):
+    """The dtype policy the encoder's layers compute in (a loaded model reports float32 as its own policy
+    even when its layers are mixed_bfloat16): the first layer with weights'."""
+    return next((layer.dtype_policy.name for layer in encoder.layers if layer.weights), encoder.dtype_policy.name)
 
 
 def recipe_row_parts(cfg, data_key, pixels=True):
