@@ -44,14 +44,8 @@ def compute(cfg, econf, work_dir):
 
     run_dir = os.path.join(work_dir, "run")
     os.makedirs(run_dir)
-    import keras
-
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(cfg.mixed_precision)  # the layers compute as the run's would
-    try:
-        encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size).save(os.path.join(run_dir, "encoder.keras"))
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
+    encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size, policy=cfg.mixed_precision)
+    encoder.save(os.path.join(run_dir, "encoder.keras"))  # its layers compute as the run's would
     ckpt_lib.write_json_atomic(os.path.join(run_dir, "flags.json"), cfg.to_dict())  # as trainer.run writes it
     rows, _ = baselines.evaluate_with_baselines(run_dir, cfg.dataset, econf, cfg.seed, cache_dir=work_dir,
                                                 reuse=False, log=lambda text: print(text, flush=True))

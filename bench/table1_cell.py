@@ -268,13 +268,9 @@ def write_random_encoder(cfg, run_dir, seed):
     if os.path.exists(os.path.join(run_dir, "encoder.keras")):
         return
     tcfg = config_lib.TrainConfig.from_dict(dict(cfg, seed=seed))
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(tcfg.mixed_precision)  # the trained encoders' dtype policy
-    try:
-        keras.utils.set_random_seed(seed)
-        encoder = encoders.build(tcfg.arch, tcfg.stem, tcfg.width, tcfg.image_size)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
+    keras.utils.set_random_seed(seed)
+    encoder = encoders.build(tcfg.arch, tcfg.stem, tcfg.width, tcfg.image_size,
+                             policy=tcfg.mixed_precision)  # the trained encoders' dtype policy
     os.makedirs(run_dir, exist_ok=True)
     write_json(os.path.join(run_dir, "flags.json"), tcfg.to_dict())
     trainer.save_encoder(encoder, run_dir)

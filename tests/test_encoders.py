@@ -56,3 +56,14 @@ def test_bad_arguments_are_named():
         encoders.build("vgg16")
     with pytest.raises(ValueError, match="emb"):
         encoders.projector(0)
+
+
+def test_build_under_a_policy_leaves_the_global_policy_as_it_was():
+    import keras
+
+    before = keras.mixed_precision.dtype_policy().name
+    encoder = encoders.build("resnet10", "cifar", 4, 16, policy="mixed_bfloat16")
+    assert {layer.dtype_policy.name for layer in encoder.layers if layer.weights} == {"mixed_bfloat16"}
+    assert keras.mixed_precision.dtype_policy().name == before
+    assert {layer.dtype_policy.name for layer in encoders.build("resnet10", "cifar", 4, 16).layers
+            if layer.weights} == {before}

@@ -111,8 +111,16 @@ def load(path):
     return keras.saving.load_model(path, compile=False)
 
 
-def build(arch="resnet18", stem="cifar", width=64, image_size=32, channels=3):
-    """Builds an encoder from an arch name such as "resnet18"."""
+def build(arch="resnet18", stem="cifar", width=64, image_size=32, channels=3, policy=None):
+    """Builds an encoder from an arch name such as "resnet18"; with `policy` (e.g. "mixed_bfloat16"), its
+    layers compute under that dtype policy, as a run trained under it builds them (the global policy is
+    left as it was)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-    return resnet(ARCHS[arch], stem, width, (image_size, image_size, channels), name=arch)
+    previous = keras.mixed_precision.dtype_policy()
+    if policy is not None:
+        keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        return resnet(ARCHS[arch], stem, width, (image_size, image_size, channels), name=arch)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
