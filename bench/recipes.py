@@ -24,7 +24,7 @@ import sys
 
 from absl import app, flags
 
-from bench import table1_cell as cell_lib
+from bench import machine_line, table1_cell as cell_lib
 
 FLAGS = flags.FLAGS
 BASE_EPOCHS = 6  # the schedule shape of configs/fashion_mnist.flags (--epochs=6, drop the last 1)
@@ -123,12 +123,6 @@ def time_recipe(recipe, config, steps, out, results_dir, train_args=()):
               "machine_line": machine_line()}
     cell_lib.write_json(path, record)
     return record
-
-
-def machine_line():
-    from bench import machine_line as line
-
-    return line()
 
 
 def length_flags(total_steps, batch_size, num_images, drop_epochs):
