@@ -9,7 +9,8 @@ configs/fashion_mnist_resnet18_w8.flags) plus its own flags (`RECIPES`). Wall-cl
 recipe's training step once, alone (a short run, its steady images/s), into
 `<results_dir>/steps__<recipe>.json` with the machine line; a cell of S seconds then trains the
 steps S buys at that step time (`--epochs` x `--steps_per_epoch`, the schedule's drops scaled
-with the epochs), so cells may run while the machine does other work and keep their budget.
+with the epochs); a recipe whose flags change only values, not the computation (lr, crop scale,
+jitter strength), takes the step time of the recipe it is `timed_as`, so cells may run while the machine does other work and keep their budget.
 Start-up, tracing, k-NN monitor and checkpoints are not counted: the seconds are training
 seconds. Each cell (recipe x seconds x seed) is `<out>/<cell>/`, resumes from its checkpoints,
 and writes `<results_dir>/<cell>.json` (committed) with its machine line, steps, epochs,
@@ -35,10 +36,12 @@ class Recipe:
     key: str
     lever: str  # what it changes against the demo's recipe
     flags: tuple = ()
+    timed_as: str = ""  # a recipe whose step does the same computation (only values differ): its step time
 
 
 _GRAY = ("--saturation=0", "--hue=0", "--grayscale_p=0")  # no-ops on gray images: not computed
 _POOL32 = (*_GRAY, "--arch=resnet10", "--width=32", "--stem=small")
+_WIN = (*_POOL32, "--erase_p=0.5")  # the study's winner: configs/fashion_mnist.flags
 RECIPES = (
     Recipe("demo", "the base with CIFAR's colour operations computed (no-ops on gray images)",
            ("--saturation=0.4", "--hue=0.1", "--grayscale_p=0.1")),
@@ -70,6 +73,29 @@ RECIPES = (
     Recipe("r18w32_pool", "ResNet-18, width 32, stem with max pool", (*_GRAY, "--width=32", "--stem=small")),
     Recipe("r10w48_pool", "ResNet-10, width 48, stem with max pool (384-d features)",
            (*_GRAY, "--arch=resnet10", "--width=48", "--stem=small")),
+    # Levers on the winner (r10w32_pool + random erasing, configs/fashion_mnist.flags).
+    Recipe("p48_erase", "ResNet-10, width 48, max-pooled stem, random erasing (384-d features)",
+           (*_GRAY, "--arch=resnet10", "--width=48", "--stem=small", "--erase_p=0.5")),
+    Recipe("r18p32_erase", "ResNet-18, width 32, max-pooled stem, random erasing",
+           (*_GRAY, "--width=32", "--stem=small", "--erase_p=0.5")),
+    Recipe("win_crop35", "the winner with 35-100% crops", (*_WIN, "--crop_scale_min=0.35"), "p32_erase"),
+    Recipe("win_crop20", "the winner with 20-100% crops", (*_WIN, "--crop_scale_min=0.2"), "p32_erase"),
+    Recipe("win_bc8", "the winner with brightness and contrast 0.8", (*_WIN, "--brightness=0.8",
+                                                                      "--contrast=0.8"), "p32_erase"),
+    Recipe("win_emb32", "the winner with emb 32, w_size 128", (*_WIN, "--emb=32", "--w_size=128")),
+    Recipe("win_lr4e-3", "the winner with lr 4e-3", (*_WIN, "--lr=4e-3"), "p32_erase"),
+    Recipe("win_cosine", "the winner with the cosine schedule", (*_WIN, "--lr_schedule=cosine"), "p32_erase"),
+    Recipe("win_batch128", "the winner with batch 128", (*_WIN, "--batch_size=128")),
+    Recipe("win_solarize", "the winner with solarization p=0.2", (*_WIN, "--solarize_p=0.2")),
+    Recipe("win_invert", "the winner with inversion p=0.2", (*_WIN, "--invert_p=0.2"), "win_solarize"),
+    Recipe("win_blur", "the winner with Gaussian blur p=0.3, sigma 0.1-1", (*_WIN, "--blur_p=0.3",
+                                                                            "--blur_sigma_max=1")),
+    Recipe("win_affine", "the winner with small affine transforms p=0.5 (rotation <= 15, shear <= 10 degrees)",
+           (*_WIN, "--affine_p=0.5")),
+    Recipe("win_mc2", "the winner + 2 small views (multi-crop: 14x14 px, 20-60% crops)",
+           (*_WIN, "--local_views=2", "--local_crop_scale_min=0.2", "--local_crop_scale_max=0.6")),
+    Recipe("win_mc4", "the winner + 4 small views (multi-crop: 14x14 px, 20-60% crops)",
+           (*_WIN, "--local_views=4", "--local_crop_scale_min=0.2", "--local_crop_scale_max=0.6")),
     # The paper's methods on the demo's winning encoder, for time to accuracy (same flags but the method's).
     Recipe("m_wmse4", "method: W-MSE 4 on the demo's recipe", (*_POOL32, "--erase_p=0.5", "--num_views=4",
                                                                "--batch_size=128")),
@@ -100,7 +126,9 @@ def define_flags():
     flags.DEFINE_string("out", "runs/recipes", "Cell directories.")
     flags.DEFINE_string("results_dir", "bench/results/recipes", "Result JSON files (committed).")
     flags.DEFINE_string("report_md", "docs/recipes.md", "--report: the markdown file (marked section).")
-    flags.DEFINE_string("img_dir", "docs/img", "--report: where the PNG goes.")
+    flags.DEFINE_string("methods_md", "docs/results.md", "--report: the markdown file of the methods' time to "
+                        "accuracy (bench.methods_time; marked section).")
+    flags.DEFINE_string("img_dir", "docs/img", "--report: where the PNGs go.")
 
 
 def config_path(config):
@@ -147,10 +175,11 @@ def run_cell(recipe, seconds, seed, args):
     if done and done.get("probe_epochs") == args.probe_epochs:
         print(f"[recipes] {name}: finished, skipped", flush=True)
         return done
-    timing = cell_lib.read_json(os.path.join(args.results_dir, f"steps__{recipe.key}.json"))
+    timed = recipe.timed_as or recipe.key
+    timing = cell_lib.read_json(os.path.join(args.results_dir, f"steps__{timed}.json"))
     if not timing:
         raise app.UsageError(f"{recipe.key}: no step time; run `python -m bench.recipes --time "
-                             f"--recipes={recipe.key}` alone first")
+                             f"--recipes={timed}` alone first")
     cell_dir = os.path.join(args.out, name)
     plan = cell_lib.read_json(os.path.join(cell_dir, "plan.json"))
     if not plan:
@@ -194,13 +223,17 @@ def main(argv):
         raise app.UsageError(f"--recipes: unknown {unknown}; known: {', '.join(RECIPE_BY_KEY)}")
     recipes = [RECIPE_BY_KEY[k] for k in FLAGS.recipes]
     if FLAGS.report:
-        from bench import recipes_report
+        from bench import methods_time, recipes_report
 
         print(recipes_report.report(FLAGS.results_dir, RECIPES, FLAGS.report_md, FLAGS.img_dir))
+        print(methods_time.report(recipes_report.load(FLAGS.results_dir), FLAGS.methods_md, FLAGS.img_dir))
         return 0
     if FLAGS.time:
         print(machine_line(), flush=True)
         for recipe in recipes:
+            if recipe.timed_as:
+                print(f"[recipes] {recipe.key}: the step of {recipe.timed_as} (same computation)", flush=True)
+                continue
             t = time_recipe(recipe, FLAGS.config, FLAGS.time_steps, FLAGS.out, FLAGS.results_dir, FLAGS.train_arg)
             print(f"[recipes] {recipe.key}: {t['step_seconds']:.3f} s a step ({t['mixed_precision']})", flush=True)
         return 0

@@ -30,6 +30,12 @@ def pct(values):
     return "-" if not n else f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if n > 1 else "")
 
 
+def timed_as(record):
+    """' (as `other`)' when the cell's step time is another recipe's (the same computation)."""
+    timed = record["timing"].get("recipe", record["recipe"])
+    return "" if timed == record["recipe"] else f" (as `{timed}`)"
+
+
 def table_md(grouped, recipes):
     order = {r.key: i for i, r in enumerate(recipes)}
     lever = {r.key: r.lever for r in recipes}
@@ -40,7 +46,7 @@ def table_md(grouped, recipes):
         r0 = recs[0]
         passes = r0["train"]["step"] * r0["train"]["batch_size"] / r0["eval"]["num_train"]
         lines.append(f"| `{key}` | {lever.get(key, r0['lever'])} | {seconds:g} | {probe} | {len(recs)} | "
-                     f"{r0['timing']['step_seconds']:.3f} | {r0['mixed_precision']} | {r0['train']['step']} "
+                     f"{r0['timing']['step_seconds']:.3f}{timed_as(r0)} | {r0['mixed_precision']} | {r0['train']['step']} "
                      f"({passes:.1f}) | " + " | ".join(pct([r['eval'][m] for r in recs]) for m, _ in METRICS) + " |")
     return "\n".join(lines)
 
@@ -72,11 +78,18 @@ def plot(grouped, img_dir, pixels=None):
             right.axhline(100 * pixels[metric], color="gray", ls=ls, lw=1)
     for ax in (left, right):
         ax.grid(alpha=0.3)
+    return save_figure(fig, img_dir, "recipes_accuracy_vs_seconds.png")
+
+
+def save_figure(fig, img_dir, name):
+    """Writes and closes a figure as `<img_dir>/<name>` (atomically); its path."""
+    from wmse_tf.evaluation import plots
+
     os.makedirs(img_dir, exist_ok=True)
-    path = os.path.join(img_dir, "recipes_accuracy_vs_seconds.png")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    path = os.path.join(img_dir, name)
+    plots._save(fig, path, 100)
+    plots._pyplot().close(fig)
     return path
 
 

@@ -207,9 +207,11 @@ def test_recipes_follow_the_paper():
     assert augment.recipe("synthetic:size=48").image_size == 48
 
 
-@pytest.mark.parametrize("name", ["cifar10", "imagenet100"])
+@pytest.mark.parametrize("name", ["cifar10", "imagenet100", "fashion_mnist"])
 def test_xla_and_plain_tf_give_the_same_views(name):
     cfg = dataclasses.replace(augment.recipe(name), image_size=24)
+    if name == "fashion_mnist":  # with the options beyond the reference
+        cfg = dataclasses.replace(cfg, affine_p=0.5, erase_p=0.5, solarize_p=0.3, local_views=2)
     images = _natural(batch=6, size=40)
     fast = augment.make_views(images, cfg, 2, seed=3, jit_compile=True)
     plain = augment.make_views(images, cfg, 2, seed=3, jit_compile=False)
@@ -250,3 +252,56 @@ def test_grayscale_datasets_skip_colour_only_operations():
     colour = dataclasses.replace(gray, saturation=0.4, hue=0.1, grayscale_p=0.1)
     a, b = augment.make_views(images, gray, 2, seed=9), augment.make_views(images, colour, 2, seed=9)
     np.testing.assert_allclose(a[0].numpy(), b[0].numpy(), atol=5e-3)  # the same views on gray images
+
+
+def test_local_views_are_small_crops_after_unchanged_full_views():
+    cfg = dataclasses.replace(GEOMETRY, local_views=3, local_crop_scale_min=0.1, local_crop_scale_max=0.2)
+    images = _natural(batch=16)
+    views = augment.make_views(images, cfg, 2, seed=4)
+    plain = augment.make_views(images, GEOMETRY, 2, seed=4)
+    assert [tuple(v.shape) for v in views] == [(16, 32, 32, 3)] * 2 + [(16, 16, 16, 3)] * 3
+    for a, b in zip(views, plain):  # adding small views leaves the full ones as they were
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    local = cfg.local()
+    assert (local.image_size, local.crop_scale_min, local.crop_scale_max, local.local_views) == (16, 0.1, 0.2, 0)
+    top, left, h, w = augment.random_crop_boxes(4096, 32, 32, local, tf.constant([1, 2], tf.int64))
+    area = (h * w).numpy() / 1024
+    assert area.min() >= 0.1 * 0.85 and area.max() <= 0.2 * 1.15  # the local scale, up to rounding
+    sized = dataclasses.replace(cfg, local_size=12)
+    assert augment.make_views(images, sized, 2, seed=4)[-1].shape == (16, 12, 12, 3)
+    with pytest.raises(ValueError, match="local_size <= image_size"):
+        dataclasses.replace(cfg, local_size=64)
+
+
+def test_affine_rotates_and_shears_about_the_centre():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(3, 9, 9, 3)).astype(np.float32)
+
+    def run(angle, shear):
+        return resampling.affine(tf.constant(x), tf.constant([np.radians(angle)] * 3, tf.float32),
+                                 tf.constant([np.radians(shear)] * 3, tf.float32)).numpy()
+
+    np.testing.assert_allclose(run(0, 0), x, atol=1e-6)
+    # +90 degrees: out[i, j] = in[H-1-j, i], numpy's clockwise quarter turn (y points down)
+    np.testing.assert_allclose(run(90, 0), np.rot90(x, k=-1, axes=(1, 2)), atol=1e-5)
+    sheared = np.zeros_like(x)  # shear 45 degrees: out[i, j] = in[i, j - (i - 4)], black outside
+    for i in range(9):
+        for j in range(9):
+            if 0 <= j - (i - 4) < 9:
+                sheared[:, i, j] = x[:, i, j - (i - 4)]
+    np.testing.assert_allclose(run(0, 45), sheared, atol=1e-5)
+    half = run(45, 0)  # off-grid samples: a bilinear blend, inside the input's range
+    assert half.min() >= 0 and half.max() <= 1 and np.abs(half - x).mean() > 0.1
+
+
+def test_affine_views_apply_it_with_its_probability_and_seeded_draws():
+    images = _natural(batch=64)
+    cfg = dataclasses.replace(IDENTITY, affine_p=0.5, affine_degrees=30, affine_shear=0)
+    params = augment.sample_params(64, 32, 32, cfg, augment._op_seed(augment._as_seed(3), 1000))  # view 0's
+    angles = np.degrees(params["angle"].numpy())
+    assert 0.25 < np.mean(angles != 0) < 0.75 and np.abs(angles).max() <= 30 and not params["shear"].numpy().any()
+    plain = augment.make_views(images, IDENTITY, 2, seed=3)[0].numpy()
+    view = augment.make_views(images, cfg, 2, seed=3)[0].numpy()
+    untouched = angles == 0
+    np.testing.assert_allclose(view[untouched], plain[untouched], atol=1e-5)
+    assert np.abs(view[~untouched] - plain[~untouched]).mean() > 0.05

@@ -34,6 +34,21 @@ def test_every_recipe_is_a_valid_training_config():
             assert str(have) == value or float(have) == float(value), (recipe.key, name, have)
 
 
+def test_a_recipe_timed_as_another_changes_only_values_of_its_flags():
+    """A recipe takes another's step time only if it adds value-only flags (lr, schedule, crop scale,
+    jitter strength, solarize for invert) to that recipe's flags."""
+    by_key = recipes.RECIPE_BY_KEY
+    value_only = {"lr", "lr_schedule", "crop_scale_min", "brightness", "contrast", "invert_p", "solarize_p"}
+    for recipe in recipes.RECIPES:
+        if not recipe.timed_as:
+            continue
+        timed = by_key[recipe.timed_as]
+        assert not timed.timed_as, recipe.key  # timed itself
+        ours, theirs = dict(f.split("=") for f in recipe.flags), dict(f.split("=") for f in timed.flags)
+        changed = {k.lstrip("-") for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)}
+        assert changed and changed <= value_only, (recipe.key, changed)
+
+
 def _record(recipe, seconds, seed, linear, knn):
     return {"cell": f"{recipe}__t{seconds}s__seed{seed}", "recipe": recipe, "lever": "x", "seconds": seconds,
             "seed": seed, "probe_epochs": 500, "timing": {"step_seconds": 0.25}, "mixed_precision": "float32",
@@ -58,3 +73,22 @@ def test_report_gives_mean_and_spread_over_seeds(tmp_path):
     written = md.read_text()
     assert "old" not in written and written.endswith("after\n") and "3 cells" in written
     assert os.path.exists(tmp_path / "img" / "recipes_accuracy_vs_seconds.png")
+
+
+def test_methods_time_table_and_claims_at_each_budget(tmp_path):
+    from bench import methods_time
+
+    recs = [dict(_record(key, 300, seed, linear + 0.01 * seed, linear - 0.02), probe_epochs=500)
+            for key, linear in (("p32_erase", 0.86), ("m_byol", 0.80), ("m_wmse4", 0.861)) for seed in (0, 1)]
+    recs.append(dict(_record("m_contrastive", 300, 0, 0.87, 0.85), probe_epochs=100))  # pruning probe: left out
+    md = tmp_path / "results.md"
+    md.write_text("# Results\n\n<!-- methods-time:begin -->\n<!-- methods-time:end -->\n")
+    text = methods_time.report(recs, str(md), str(tmp_path / "img"))
+    rows = {line.split(" | ")[0]: line for line in text.splitlines()}
+    assert "86.50 ± 0.71" in rows["| W-MSE 2"] and "NT-Xent" not in text.split("| claim")[0]
+    byol = next(line for line in text.splitlines() if line.startswith("| W-MSE 2 >= BYOL"))
+    assert "+6.00 | holds" in byol  # 86.5 against 80.5, spreads 0.71 each
+    wmse4 = next(line for line in text.splitlines() if line.startswith("| W-MSE 4 >= W-MSE 2"))
+    assert "+0.10 | inconclusive" in wmse4
+    assert "NT-Xent" not in text.split("| claim")[1]  # no claim without both cells
+    assert os.path.exists(tmp_path / "img" / "methods_time_to_accuracy.png")

@@ -147,3 +147,21 @@ def test_target_update_under_mirrored_strategy(two_cpus):
                 np.testing.assert_allclose(target[r], tau * before[r] + (1 - tau) * online[r], rtol=1e-5, atol=1e-6)
             changed += not np.allclose(online[0], online_before[0])
         assert changed > 0  # the online weights moved, so the EMA check is not vacuous
+
+
+def test_views_of_two_sizes_reach_online_and_target_per_size():
+    """Multi-crop: each size is one call of the online and of the target network; the loss is the
+    BYOL loss over all 2 + 2 views."""
+    keras.utils.set_random_seed(0)
+    enc = encoders.resnet(10, width=4, input_shape=(None, None, 3))
+    m = byol.BYOLModel(enc, encoders.projector(8, 16), byol.predictor_head(8, 16), total_steps=10, tau_base=0.5)
+    rng = np.random.default_rng(0)
+    full = tuple(tf.constant(rng.uniform(size=(16, 8, 8, 3)), tf.float32) for _ in range(2))
+    views = full + tuple(tf.image.resize(v, [4, 4]) for v in full)
+    loss, _ = m.compute_objective(views, training=False)
+    z = [m.projector(enc(v, training=False), training=False) for v in views]
+    p = [m.predictor(v, training=False) for v in z]
+    t = [m.target_projector(m.target_encoder(v, training=False), training=False) for v in views]
+    nmse = lambda i, j: numpy_normalized_mse(p[i].numpy(), t[j].numpy())  # noqa: E731
+    want = np.mean([nmse(i, j) + nmse(j, i) for i, j in itertools.combinations(range(4), 2)])
+    np.testing.assert_allclose(loss.numpy(), want, rtol=1e-4)

@@ -73,6 +73,8 @@ def test_overrides_after_flagfile_and_auto_values():
     assert cfg.mixed_precision == resolve.mixed_precision(resolve.detect(), cfg.width)  # auto on this machine
     assert cfg.jit_compile is False and cfg.steps_per_execution == 1
     assert parse("--jit_compile=true", "--mixed_precision=mixed_bfloat16").jit_compile is True
+    local = parse("--dataset=fashion_mnist", "--local_views=4", "--local_crop_scale_max=0.6").augment
+    assert (local.local_views, local.local_crop_scale_max, local.local().image_size) == (4, 0.6, 14)
 
 
 @pytest.mark.parametrize("args, flag, allowed", [
@@ -85,6 +87,7 @@ def test_overrides_after_flagfile_and_auto_values():
     (["--method=simsiam"], "--method=simsiam", "wmse"),
     (["--w_eps=1.5"], "--w_eps=1.5", "[0, 1)"),
     (["--crop_scale_min=0"], "crop_scale_min", "crop_scale_min"),
+    (["--local_views=-1"], "local_views", "local_views >= 0"),
     (["--cpu_replicas=2"], "--cpu_replicas=2", "--strategy=mirrored"),
     (["--strategy=mirrored", "--cpu_replicas=2", "--jit_compile=true"], "--jit_compile=true", "logical CPU"),
 ])

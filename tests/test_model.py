@@ -171,3 +171,25 @@ def test_bn_per_view_moving_statistics_follow_each_view_in_turn():
     np.testing.assert_allclose(per_bn.moving_mean.numpy(), expected_per, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(all_bn.moving_mean.numpy(), expected_all, rtol=1e-4, atol=1e-5)
     assert np.abs(expected_per - expected_all).max() > 1e-3
+
+
+def test_views_of_two_sizes_take_one_encoder_call_per_size():
+    """Multi-crop: the full-size views, then small ones; each size is one encoder call (its own
+    BatchNorm statistics) and the objective sees all V = 2 + 2 views."""
+    keras.utils.set_random_seed(0)
+    enc = encoders.resnet(10, width=4, input_shape=(None, None, 3))
+    seen = []
+    m = model.SSLModel(enc, encoders.projector(8, hidden=32),
+                       lambda z, seed=None: (seen.append(z.shape) or objectives.wmse(z, 32), {}))
+    full, _ = toy_views(64, num_views=2, seed=6)
+    small = tuple(tf.image.resize(v, [4, 4]) for v in full)
+    views = full + small
+    m.compute_objective(views, training=True)
+    assert seen == [tf.TensorShape([4, 64, 8])]
+    groups = model.view_groups(views)
+    assert [tuple(g.shape) for g in groups] == [(2, 64, 8, 8, 3), (2, 64, 4, 4, 3)]
+    z = tf.concat([m.embed_views(g, training=False) for g in groups], 0)
+    for i, v in enumerate(views):  # view i's embedding: the encoder on that view alone (inference BN)
+        np.testing.assert_allclose(z[i], m.projector(enc(v, training=False), training=False), rtol=1e-4, atol=1e-4)
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert np.isfinite(m.train_on_batch((views, np.arange(64)), return_dict=True)["loss"])

@@ -51,7 +51,7 @@ def define_flags(flag_values=FLAGS):
             (flags.DEFINE_string if f.metadata["duration"] else _DEFINE[f.type])(**kwargs)
     for f in _AUG_FIELDS:  # unset = the dataset's recipe (wmse_tf.data.augment_config.recipe)
         kwargs = dict(name=f.name, default=None, flag_values=flag_values)
-        if f.name in ("image_size", "eval_resize"):
+        if f.name in ("image_size", "eval_resize", "local_views", "local_size"):
             flags.DEFINE_integer(help=f"Augmentation {f.name} (default: dataset recipe).", **kwargs)
         elif f.name == "interpolation":
             flags.DEFINE_enum(enum_values=["bicubic", "bilinear"], help="Crop resampling (default: recipe).", **kwargs)

@@ -112,9 +112,9 @@ def load(path):
 
 
 def build(arch="resnet18", stem="cifar", width=64, image_size=32, channels=3, policy=None):
-    """Builds an encoder from an arch name such as "resnet18"; with `policy` (e.g. "mixed_bfloat16"), its
-    layers compute under that dtype policy, as a run trained under it builds them (the global policy is
-    left as it was)."""
+    """Builds an encoder from an arch name such as "resnet18" for square images of `image_size` (None:
+    any size); with `policy` (e.g. "mixed_bfloat16"), its layers compute under that dtype policy, as a
+    run trained under it builds them (the global policy is left as it was)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
     previous = keras.mixed_precision.dtype_policy()

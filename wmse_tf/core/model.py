@@ -3,7 +3,7 @@
 A batch is `(views, labels)`: `views` a tuple of V image batches [B, H, W, C]
 (or one tensor [V, B, H, W, C]) of the same B images; labels are ignored.
 All views go through the encoder in one call ([V*B, ...]): BatchNorm statistics
-over all views at once. With `bn_per_view=True` the encoder is called once per
+over all views at once. Views of several sizes (multi-crop) take one call per size. With `bn_per_view=True` the encoder is called once per
 view (statistics of each view's own batch, as the reference) and the projector
 once on the concatenation. The projections are stacked to [V, B, D] and handed
 to the objective. The methods' builders are in `wmse_tf.methods`.
@@ -25,6 +25,21 @@ def stack_views(views):
             f"SSLModel: views must be a tuple of V batches [B, H, W, C] or a tensor "
             f"[V, B, H, W, C], got shape {views.shape}")
     return views
+
+
+def view_groups(views):
+    """Views as stacked groups of one image size, in order: [[V1, B, ...], [V2, B, ...], ...].
+    One group when all views have the same size; multi-crop gives the full-size views, then the
+    small ones. A tensor [V, B, ...] is one group."""
+    if not isinstance(views, (tuple, list)) or len({tuple(v.shape[1:]) for v in views}) == 1:
+        return [stack_views(views)]
+    groups = []
+    for view in views:
+        if groups and groups[-1][-1].shape[1:] == view.shape[1:]:
+            groups[-1].append(view)
+        else:
+            groups.append([view])
+    return [tf.stack(g, axis=0) for g in groups]
 
 
 def _is_views(x):
@@ -114,7 +129,7 @@ class SSLModel(keras.Model):
 
     def compute_objective(self, views, training):
         """Runs the objective on a batch of views; returns (loss, stats)."""
-        z = self.embed_views(stack_views(views), training)
+        z = tf.concat([self.embed_views(g, training) for g in view_groups(views)], axis=0)
         if self.whiten_across_replicas:
             z = all_gather_views(z)
         return self.objective(z, seed=self.seed_generator)

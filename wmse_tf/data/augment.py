@@ -3,7 +3,7 @@
 The recipe follows the reference code (htdt/self-supervised, datasets/transforms.py):
 ``RandomApply(ColorJitter, p) -> RandomGrayscale -> RandomResizedCrop(bicubic) ->
 RandomHorizontalFlip -> Normalize``, plus a Gaussian blur for ImageNet-100, and optional
-solarization, inversion and random erasing (off in the paper's recipes; grayscale datasets such
+solarization, inversion, small affine transforms and random erasing (off in the paper's recipes; grayscale datasets such
 as Fashion-MNIST use them, docs/recipes.md). Every op
 draws per-image random parameters with ``tf.random.stateless_*`` from one seed, so a
 fixed seed reproduces the same views. Crop, resize, flip and blur are linear and
@@ -84,7 +84,11 @@ def sample_params(batch, height: int, width: int, cfg: AugmentConfig,
     top, left, h, w = random_crop_boxes(batch, height, width, cfg, _op_seed(seed, 6))
     v = _uniform(_op_seed(seed, 7), [batch, 3], 0.0, 1.0)  # new draws: the ones above are unchanged
     erase = erase_boxes(batch, cfg, _op_seed(seed, 8))
+    a = _uniform(_op_seed(seed, 9), [batch, 3], 0.0, 1.0)
+    affine = a[:, 0] < cfg.affine_p
+    radians = lambda degrees, u: tf.where(affine, (2 * u - 1) * math.radians(degrees), 0.0)  # noqa: E731
     return {
+        "angle": radians(cfg.affine_degrees, a[:, 1]), "shear": radians(cfg.affine_shear, a[:, 2]),
         "solarize": v[:, 0] < cfg.solarize_p, "invert": v[:, 1] < cfg.invert_p,
         "erase": v[:, 2] < cfg.erase_p, **erase,
         "brightness": factor(1, cfg.brightness, 1), "contrast": factor(2, cfg.contrast, 1),
@@ -183,7 +187,7 @@ def resample(x: tf.Tensor, params: Dict[str, tf.Tensor], cfg: AugmentConfig) -> 
 
 def apply_params(images: tf.Tensor, params: Dict[str, tf.Tensor],
                  cfg: AugmentConfig) -> tf.Tensor:
-    """The deterministic part of a view: jitter, grayscale, solarize/invert, crop/flip/blur,
+    """The deterministic part of a view: jitter, grayscale, solarize/invert, affine, crop/flip/blur,
     normalize, erase."""
     x = _to_float(images)
     if cfg.jitter_p > 0:
@@ -191,6 +195,8 @@ def apply_params(images: tf.Tensor, params: Dict[str, tf.Tensor],
     if cfg.grayscale_p > 0:
         x = grayscale(x, params)
     x = solarize_invert(x, params, cfg)
+    if cfg.affine_p > 0:
+        x = resampling.affine(x, params["angle"], params["shear"])
     x = normalize(resample(x, params, cfg), cfg)
     return erase(x, params) if cfg.erase_p > 0 else x
 
@@ -217,16 +223,21 @@ def augment_batch(images: tf.Tensor, cfg: AugmentConfig, seed,
 
 def make_views(images: tf.Tensor, cfg: AugmentConfig, num_views: int, seed,
                jit_compile: bool = True) -> tuple:
-    """V independent views of a batch, same image order in each: tuple of [B, S, S, 3]."""
+    """V independent views of a batch, same image order in each: tuple of [B, S, S, 3], then
+    cfg.local_views small views [B, s, s, 3] (multi-crop; `AugmentConfig.local`). The full-size
+    views do not depend on cfg.local_views."""
     if not isinstance(num_views, int) or num_views < 2:
         raise ValueError(f"num_views must be an int >= 2, got {num_views!r}")
     seed = _as_seed(seed)
-    return tuple(augment_batch(images, cfg, _op_seed(seed, 1000 + v), jit_compile)
-                 for v in range(num_views))
+    full = tuple(augment_batch(images, cfg, _op_seed(seed, 1000 + v), jit_compile) for v in range(num_views))
+    local = cfg.local() if cfg.local_views else None
+    return full + tuple(augment_batch(images, local, _op_seed(seed, 2000 + v), jit_compile)
+                        for v in range(cfg.local_views))
 
 
 class MultiView:
-    """Callable ``(images [B,H,W,3], seed) -> tuple of num_views views``.
+    """Callable ``(images [B,H,W,3], seed) -> tuple of num_views views`` (then the config's
+    local_views small ones).
 
     Example:
       >>> views = wmse_tf.data.augment.MultiView(recipe("stl10"), num_views=4)(images, seed=3)

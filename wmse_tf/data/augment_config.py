@@ -36,6 +36,16 @@ class AugmentConfig:
       erase_p: probability of random erasing: a rectangle of the output view, of
         erase_scale_min..erase_scale_max of its area (aspect ratio 0.3-3.3, as torchvision's
         RandomErasing), set to the normalized mean (0).
+      affine_p: probability of a small affine transform of the image before the crop (torchvision's
+        RandomAffine without translation or scale): a rotation by up to +-affine_degrees and a
+        horizontal shear by up to +-affine_shear degrees about the centre, bilinear, filled with 0
+        (black).
+      local_views: small views per image added after the full-size ones (multi-crop, as SwAV
+        and DINO): each a crop of local_crop_scale_min..local_crop_scale_max of the image resized
+        to local_size pixels, with the same colour, flip, blur and erasing draws as a full view.
+        The objective then compares all views; a small view costs a fraction of a full one.
+      local_size: side of the small views; 0 means image_size // 2.
+      local_crop_scale_min, local_crop_scale_max: crop area fraction range of the small views.
       interpolation: of the training crops, "bicubic" (reference) or "bilinear";
         both antialiased. The eval resize is always bicubic, as the reference's.
       eval_resize: the eval transform (`wmse_tf.data.eval_transform`) resizes the shorter
@@ -64,15 +74,24 @@ class AugmentConfig:
     erase_p: float = 0.0
     erase_scale_min: float = 0.02
     erase_scale_max: float = 0.33
+    affine_p: float = 0.0
+    affine_degrees: float = 15.0
+    affine_shear: float = 10.0
+    local_views: int = 0
+    local_size: int = 0
+    local_crop_scale_min: float = 0.05
+    local_crop_scale_max: float = 0.4
     interpolation: str = "bicubic"
     eval_resize: Optional[int] = None
 
     def __post_init__(self):
         checks = [
             ("image_size >= 1", self.image_size >= 1),
-            ("jitter_p, grayscale_p, flip_p, blur_p, solarize_p, invert_p, erase_p in [0, 1]",
+            ("jitter_p, grayscale_p, flip_p, blur_p, solarize_p, invert_p, erase_p, affine_p in [0, 1]",
              all(0 <= p <= 1 for p in (self.jitter_p, self.grayscale_p, self.flip_p, self.blur_p,
-                                       self.solarize_p, self.invert_p, self.erase_p))),
+                                       self.solarize_p, self.invert_p, self.erase_p, self.affine_p))),
+            ("0 <= affine_degrees <= 180 and 0 <= affine_shear < 90",
+             0 <= self.affine_degrees <= 180 and 0 <= self.affine_shear < 90),
             ("0 < erase_scale_min <= erase_scale_max <= 1",
              0 < self.erase_scale_min <= self.erase_scale_max <= 1),
             ("brightness, contrast, saturation >= 0",
@@ -84,6 +103,10 @@ class AugmentConfig:
              0 < self.crop_ratio_min <= self.crop_ratio_max),
             ("0 < blur_sigma_min <= blur_sigma_max",
              0 < self.blur_sigma_min <= self.blur_sigma_max),
+            ("local_views >= 0 and 0 <= local_size <= image_size",
+             self.local_views >= 0 and 0 <= self.local_size <= self.image_size),
+            ("0 < local_crop_scale_min <= local_crop_scale_max <= 1",
+             0 < self.local_crop_scale_min <= self.local_crop_scale_max <= 1),
             (f"interpolation in {INTERPOLATIONS}", self.interpolation in INTERPOLATIONS),
             ("mean and std of 3 values, std > 0",
              len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0),
@@ -93,6 +116,13 @@ class AugmentConfig:
         for rule, ok in checks:
             if not ok:
                 raise ValueError(f"AugmentConfig needs {rule}; got {self}")
+
+    def local(self) -> "AugmentConfig":
+        """The recipe of one small view (multi-crop): local_size pixels, local crop scales."""
+        return dataclasses.replace(self, image_size=self.local_size or max(1, self.image_size // 2),
+                                   crop_scale_min=self.local_crop_scale_min,
+                                   crop_scale_max=self.local_crop_scale_max, local_views=0, local_size=0,
+                                   eval_resize=None)
 
 
 def recipe(name: str) -> AugmentConfig:

@@ -1,7 +1,8 @@
 """tf.data input pipelines: multi-view SSL batches and deterministic eval batches.
 
 ``ssl_dataset`` yields ``(views, labels)``: ``views`` a tuple of ``num_views`` float32
-tensors [b, S, S, 3] (same image order in each), ``labels`` int64 [b] (-1 = unlabelled).
+tensors [b, S, S, 3] (same image order in each), then the recipe's ``local_views`` small ones
+[b, s, s, 3] (multi-crop), ``labels`` int64 [b] (-1 = unlabelled).
 That structure is what ``SSLModel.train_step`` expects.
 
 Example:
@@ -52,7 +53,8 @@ def ssl_dataset(name: str, split: str, batch_size: int, num_views: int,
       jit_compile: run the augmentation pixel math with XLA (same views, faster).
 
     Returns:
-      Dataset of ``(tuple of num_views float32 [b, S, S, 3], int64 [b])``.
+      Dataset of ``(tuple of num_views float32 [b, S, S, 3] (+ aug_cfg.local_views [b, s, s, 3]),
+      int64 [b])``.
     """
     if not isinstance(num_views, int) or num_views < 2:
         raise ValueError(f"num_views must be an int >= 2, got {num_views!r}")

@@ -5,7 +5,8 @@ column matrix and is transformed by two batched matmuls. The weights follow PIL'
 ImagingResample (bicubic a=-0.5 or triangle kernel, antialiased by stretching the
 kernel when downscaling), which is what torchvision applies to PIL images.
 `resize_matrix` builds the matrix of a fixed resize + crop from sizes that may be
-tensors, so it works in serving graphs with unknown image sizes.
+tensors, so it works in serving graphs with unknown image sizes. `affine` (rotation and
+shear, not separable) samples each output pixel bilinearly instead.
 """
 
 import tensorflow as tf
@@ -88,3 +89,28 @@ def blur_matrix(size: int, sigma: tf.Tensor) -> tf.Tensor:
     pos = tf.where(pos >= size, period - pos, pos)  # reflect without the edge pixel.
     onehot = tf.one_hot(pos, size, dtype=tf.float32)  # [T, S(out), S(in)]
     return tf.einsum("bt,tkj->bkj", g, onehot)
+
+
+def affine(x, angle, shear):
+    """Rotates each image of x [B, H, W, C] by `angle` and shears it horizontally by `shear` (radians,
+    [B]) about its centre: output pixel p samples the input at (R S)^-1 p, bilinear, 0 outside."""
+    height, width = x.shape[1], x.shape[2]
+    ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32) - (height - 1) / 2,
+                         tf.range(width, dtype=tf.float32) - (width - 1) / 2, indexing="ij")
+    cos, sin = tf.cos(angle)[:, None, None], tf.sin(angle)[:, None, None]
+    src_x = cos * xs + sin * ys  # R^-1: rotation by -angle (x right, y down)
+    src_y = -sin * xs + cos * ys
+    src_x = src_x - tf.tan(shear)[:, None, None] * src_y  # S^-1: x' = x + tan(shear) y
+    src_x, src_y = src_x + (width - 1) / 2, src_y + (height - 1) / 2
+    x0, y0 = tf.floor(src_x), tf.floor(src_y)
+    batch = tf.broadcast_to(tf.range(tf.shape(x)[0])[:, None, None], tf.shape(src_x))
+    out = tf.zeros_like(x)
+    for dy in (0.0, 1.0):
+        for dx in (0.0, 1.0):
+            px, py = x0 + dx, y0 + dy
+            weight = (1 - tf.abs(src_x - px)) * (1 - tf.abs(src_y - py))
+            inside = (px >= 0) & (px <= width - 1) & (py >= 0) & (py <= height - 1)
+            idx = tf.stack([batch, tf.cast(tf.clip_by_value(py, 0, height - 1), tf.int32),
+                            tf.cast(tf.clip_by_value(px, 0, width - 1), tf.int32)], axis=-1)
+            out += tf.where(inside, weight, 0.0)[..., None] * tf.gather_nd(x, idx)
+    return out

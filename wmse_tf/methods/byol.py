@@ -241,12 +241,12 @@ class BYOLModel(model_lib.SSLModel):
         return tf.stop_gradient(tf.reshape(tf.cast(z, tf.float32), [views.shape[0], -1, z.shape[-1]]))
 
     def compute_objective(self, views, training):
-        views = model_lib.stack_views(views)
-        z = self.embed_views(views, training)  # [V, B, D]
+        groups = model_lib.view_groups(views)  # one per view size (multi-crop)
+        z = tf.concat([self.embed_views(g, training) for g in groups], axis=0)  # [V, B, D]
         num_views, d = z.shape[0], z.shape[-1]
         p = self.predictor(tf.reshape(z, [-1, d]), training=training)
         p = tf.reshape(tf.cast(p, tf.float32), [num_views, -1, d])
-        t = self.target_views(views, training)
+        t = tf.concat([self.target_views(g, training) for g in groups], axis=0)
         if self.whiten_across_replicas:
             p, t = model_lib.all_gather_views(p), model_lib.all_gather_views(t)
         return self.objective(p, seed=self.seed_generator, target=t)

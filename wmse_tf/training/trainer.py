@@ -32,7 +32,8 @@ EXIT_OK, EXIT_CONFIG, EXIT_NAN, EXIT_IO = 0, 2, 3, 4  # 5 unhealthy (health.EXIT
 
 def build_model(cfg, total_steps=None):
     """The method's Keras model (encoder + heads) of a config; call under strategy.scope()."""
-    encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, cfg.image_size)
+    # Multi-crop calls the encoder on views of two sizes: its input side is then left open.
+    encoder = encoders.build(cfg.arch, cfg.stem, cfg.width, None if cfg.augment.local_views else cfg.image_size)
     kwargs = methods.method_kwargs(cfg.method, dict(cfg.to_dict(), total_steps=total_steps))
     model = methods.build(cfg.method, encoder, cfg.emb, cfg.hidden, **kwargs)
     model.bn_per_view = cfg.bn_per_view  # read when train_step is traced (SSLModel.embed_views)
