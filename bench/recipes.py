@@ -41,7 +41,7 @@ class Recipe:
 
 _GRAY = ("--saturation=0", "--hue=0", "--grayscale_p=0")  # no-ops on gray images: not computed
 _POOL32 = (*_GRAY, "--arch=resnet10", "--width=32", "--stem=small")
-_WIN = (*_POOL32, "--erase_p=0.5")  # the study's winner: configs/fashion_mnist.flags
+_WIN = (*_POOL32, "--erase_p=0.5")  # the first round's winner; with solarization (win_solarize): the demo's
 RECIPES = (
     Recipe("demo", "the base with CIFAR's colour operations computed (no-ops on gray images)",
            ("--saturation=0.4", "--hue=0.1", "--grayscale_p=0.1")),
@@ -73,7 +73,7 @@ RECIPES = (
     Recipe("r18w32_pool", "ResNet-18, width 32, stem with max pool", (*_GRAY, "--width=32", "--stem=small")),
     Recipe("r10w48_pool", "ResNet-10, width 48, stem with max pool (384-d features)",
            (*_GRAY, "--arch=resnet10", "--width=48", "--stem=small")),
-    # Levers on the winner (r10w32_pool + random erasing, configs/fashion_mnist.flags).
+    # Levers on the first round's winner (r10w32_pool + random erasing); win_solarize is configs/fashion_mnist.flags.
     Recipe("p48_erase", "ResNet-10, width 48, max-pooled stem, random erasing (384-d features)",
            (*_GRAY, "--arch=resnet10", "--width=48", "--stem=small", "--erase_p=0.5")),
     Recipe("r18p32_erase", "ResNet-18, width 32, max-pooled stem, random erasing",

@@ -60,18 +60,20 @@ def plot(grouped, img_dir, pixels=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    keys = sorted({key for key, _, _ in grouped})
-    for i, ((key, seconds, probe), recs) in enumerate(sorted(grouped.items())):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    cells = sorted(grouped, key=lambda c: (c[1], c[0]))  # by budget, then recipe
+    colours = plt.get_cmap("tab20")
+    for x, cell in enumerate(cells):
+        (key, seconds, _), recs = cell, grouped[cell]
+        colour = colours(x % 20)
         for r in recs:
             pts = [(p["step"] * r["timing"]["step_seconds"], 100 * p["knn"]) for p in r["curve"] if p.get("knn")]
-            left.plot(*zip(*pts), "o-", ms=3, label=f"{key} ({seconds:g} s)" if r is recs[0] else None)
-        x = keys.index(key)
+            left.plot(*zip(*pts), "o-", ms=3, color=colour, label=f"{key} ({seconds:g} s)" if r is recs[0] else None)
         for metric, marker in (("linear_top1", "s"), ("knn_cosine5", "o")):
-            right.plot(x, 100 * summary([r["eval"][metric] for r in recs])[1], marker, color=f"C{i % 10}")
+            right.plot(x, 100 * summary([r["eval"][metric] for r in recs])[1], marker, color=colour)
     left.set(xlabel="training seconds (steps x timed step)", ylabel="online 5-NN top-1 (%, test subset)")
-    left.legend(fontsize=7)
-    right.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=8)
+    left.legend(fontsize=6, ncol=2)
+    right.set_xticks(range(len(cells)), [f"{k} ({s:g} s)" for k, s, _ in cells], rotation=40, ha="right", fontsize=7)
     right.set(ylabel="top-1 (%), full test set", title="square: linear, circle: 5-NN cosine; gray: raw pixels")
     if pixels:
         for metric, ls in (("linear_top1", "--"), ("knn_cosine5", ":")):
