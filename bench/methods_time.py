@@ -6,14 +6,13 @@ probe count."""
 
 import os
 
-from bench.recipes_report import save_figure
+from bench.recipes_report import METRICS, save_figure, score_cells, steps_cell
 from bench.table1_report import replace_between, summary, verdict
 
 MARKERS = ("<!-- methods-time:begin -->", "<!-- methods-time:end -->")
 # (recipe of bench.recipes, method): the W-MSE 2 row is the demo's recipe itself.
 METHODS = (("p32_erase", "W-MSE 2"), ("m_wmse4", "W-MSE 4"), ("m_contrastive", "NT-Xent contrastive"),
            ("m_byol", "BYOL"), ("m_normmse", "normalized MSE, no whitening"))
-METRICS = (("linear_top1", "linear"), ("knn_cosine5", "5-NN cos"), ("knn_euclidean5", "5-NN eucl"))
 # (claim, A, B): the claim is A >= B.
 CLAIMS = (("W-MSE 4 >= W-MSE 2", "m_wmse4", "p32_erase"),
           ("W-MSE 2 >= NT-Xent contrastive", "p32_erase", "m_contrastive"),
@@ -32,11 +31,6 @@ def cells(records):
     return out
 
 
-def pct(values):
-    n, mean, sd = summary(values)
-    return "-" if not n else f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if n > 1 else "")
-
-
 def table_md(grouped):
     lines = ["| method | training s | seeds | step s | steps (epochs) | " + " | ".join(m for _, m in METRICS) + " |",
              "|" + "---|" * (5 + len(METRICS))]
@@ -45,11 +39,8 @@ def table_md(grouped):
             recs = grouped.get((key, seconds))
             if not recs:
                 continue
-            r0 = recs[0]
-            passes = r0["train"]["step"] * r0["train"]["batch_size"] / r0["eval"]["num_train"]
-            lines.append(f"| {name} | {seconds:g} | {len(recs)} | {r0['timing']['step_seconds']:.3f} | "
-                         f"{r0['train']['step']} ({passes:.1f}) | "
-                         + " | ".join(pct([r["eval"][m] for r in recs]) for m, _ in METRICS) + " |")
+            lines.append(f"| {name} | {seconds:g} | {len(recs)} | {recs[0]['timing']['step_seconds']:.3f} | "
+                         f"{steps_cell(recs[0])} | {score_cells(recs)} |")
     return "\n".join(lines)
 
 

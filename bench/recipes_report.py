@@ -30,6 +30,17 @@ def pct(values):
     return "-" if not n else f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if n > 1 else "")
 
 
+def steps_cell(record):
+    """'steps (passes over the training images)' of a cell."""
+    passes = record["train"]["step"] * record["train"]["batch_size"] / record["eval"]["num_train"]
+    return f"{record['train']['step']} ({passes:.1f})"
+
+
+def score_cells(records):
+    """The METRICS columns of a group of cells (mean ± spread over seeds), joined as table cells."""
+    return " | ".join(pct([r["eval"][m] for r in records]) for m, _ in METRICS)
+
+
 def timed_as(record):
     """' (as `other`)' when the cell's step time is another recipe's (the same computation)."""
     timed = record["timing"].get("recipe", record["recipe"])
@@ -44,10 +55,9 @@ def table_md(grouped, recipes):
     for (key, seconds, probe), recs in sorted(grouped.items(), key=lambda kv: (kv[0][1], -kv[0][2], order.get(
             kv[0][0], 99))):
         r0 = recs[0]
-        passes = r0["train"]["step"] * r0["train"]["batch_size"] / r0["eval"]["num_train"]
         lines.append(f"| `{key}` | {lever.get(key, r0['lever'])} | {seconds:g} | {probe} | {len(recs)} | "
-                     f"{r0['timing']['step_seconds']:.3f}{timed_as(r0)} | {r0['mixed_precision']} | {r0['train']['step']} "
-                     f"({passes:.1f}) | " + " | ".join(pct([r['eval'][m] for r in recs]) for m, _ in METRICS) + " |")
+                     f"{r0['timing']['step_seconds']:.3f}{timed_as(r0)} | {r0['mixed_precision']} | "
+                     f"{steps_cell(r0)} | {score_cells(recs)} |")
     return "\n".join(lines)
 
 
