@@ -5,12 +5,13 @@
   python -m bench.recipes --report                             # results -> docs/recipes.md + curves PNG
 
 Every recipe is the demo's recipe before the study (`--config`,
-configs/fashion_mnist_resnet18_w8.flags) plus its own flags (`RECIPES`). Wall-clock fairness without a quiet machine for every cell: `--time` measures each
-recipe's training step once, alone (a short run, its steady images/s), into
-`<results_dir>/steps__<recipe>.json` with the machine line; a cell of S seconds then trains the
-steps S buys at that step time (`--epochs` x `--steps_per_epoch`, the schedule's drops scaled
-with the epochs); a recipe whose flags change only values, not the computation (lr, crop scale,
-jitter strength), takes the step time of the recipe it is `timed_as`, so cells may run while the machine does other work and keep their budget.
+configs/fashion_mnist_resnet18_w8.flags) plus its own flags (`RECIPES`). Wall-clock fairness
+without a quiet machine for every cell: `--time` measures each recipe's training step once, alone
+(a short run, its steady images/s), into `<results_dir>/steps__<recipe>.json` with the machine
+line; a cell of S seconds then trains the steps S buys at that step time (`--epochs` x
+`--steps_per_epoch`, the schedule's drops scaled with the epochs), so cells may run while the
+machine does other work and keep their budget. A recipe whose flags change only values, not the
+computation (lr, crop scale, jitter strength), takes the step time of the recipe it is `timed_as`.
 Start-up, tracing, k-NN monitor and checkpoints are not counted: the seconds are training
 seconds. Each cell (recipe x seconds x seed) is `<out>/<cell>/`, resumes from its checkpoints,
 and writes `<results_dir>/<cell>.json` (committed) with its machine line, steps, epochs,
