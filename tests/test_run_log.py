@@ -44,8 +44,8 @@ def test_rows_in_csv_and_jsonl(tmp_path):
     assert all(isinstance(r["time"], float) for r in rows) and rows[0]["time"] <= rows[2]["time"]
     table = read_csv(tmp_path / "log.csv")
     # the standard columns first, then the others sorted; missing / None values are empty cells
-    assert table[0] == ["epoch", "step", "time", "loss", "knn_acc", "lr", "images_per_sec", "whiten_ok"]
-    assert [row[:2] + row[3:] for row in table[1:]] == [
+    assert table[0] == ["epoch", "step", "time", "seconds", "loss", "knn_acc", "lr", "images_per_sec", "whiten_ok"]
+    assert [row[:2] + row[4:] for row in table[1:]] == [
         ["1", "4", "1.5", "", "0.1", "", "1.0"], ["2", "8", "1.25", "0.5", "0.05", "", "1.0"],
         ["3", "12", "1.0", "", "0.01", "", "0.5"]]
     assert [float(row[2]) for row in table[1:]] == [r["time"] for r in rows]
@@ -67,8 +67,28 @@ def test_resume_drops_rows_after_the_checkpoint_and_appends(tmp_path):
     assert [(r["epoch"], r["step"], r["loss"]) for r in rows] == [(1, 4, 3.0), (2, 8, 2.5), (3, 12, 1.5)]
     table = read_csv(tmp_path / "log.csv")
     assert [row[1] for row in table] == ["step", "4", "8", "12"]  # one header: the file's own
-    assert table[0] == list(run_log.MetricsLog.COLUMNS) and [row[3] for row in table[1:]] == ["3.0", "2.5", "1.5"]
+    assert table[0] == list(run_log.MetricsLog.COLUMNS) and [row[4] for row in table[1:]] == ["3.0", "2.5", "1.5"]
     assert sorted(os.listdir(tmp_path)) == ["log.csv", "log.jsonl"]  # no temp files left
+
+
+def test_seconds_are_epoch_wall_times_summed_across_restarts(tmp_path, monkeypatch):
+    clock = iter([100.0, 100.0, 130.0, 170.0, 500.0, 510.0, 535.0])  # __init__, begin, 2 epochs; restart
+    monkeypatch.setattr(run_log.time, "time", lambda: next(clock))
+    state = LoopState(4, 4)
+    epochs(run_log.MetricsLog(str(tmp_path), state), state, [{"loss": 2.0}, {"loss": 1.0}])
+    resumed = LoopState(4, 4, step=8)
+    log = run_log.MetricsLog(str(tmp_path), resumed)  # the 330 s between the runs are not training
+    log.on_train_begin()
+    resumed.step = 12
+    log.on_epoch_end(2, {"loss": 0.5})
+    assert [r["seconds"] for r in read_jsonl(tmp_path / "log.jsonl")] == [30.0, 40.0, 25.0]
+    assert run_log.training_seconds(str(tmp_path)) == 95.0
+
+
+def test_training_seconds_of_logs_without_seconds_is_none(tmp_path):
+    assert run_log.training_seconds(str(tmp_path)) is None
+    (tmp_path / "log.jsonl").write_text('{"epoch": 1, "step": 4, "time": 1.0}\n{"epoch": 2, "step": 8, "seconds": 2.0}\n')
+    assert run_log.training_seconds(str(tmp_path)) is None
 
 
 def test_nothing_to_drop_keeps_the_files(tmp_path):

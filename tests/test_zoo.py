@@ -114,6 +114,8 @@ def built(tmp_path_factory):
     aug = dataclasses.asdict(dataclasses.replace(augment.recipe("digits"), image_size=helpers.SIZE))
     helpers.write_run_dir(tmp / "runs" / "tiny_digits", helpers.tiny_encoder(), "digits", augment=aug, epochs=1,
                           arch="resnet10", stem="cifar", width=4)
+    (tmp / "runs" / "tiny_digits" / "log.jsonl").write_text(  # two epochs, in two processes
+        '{"epoch": 1, "step": 4, "seconds": 1.5}\n{"epoch": 2, "step": 8, "seconds": 2.0}\n')
     config = EvalConfig(probe=ProbeConfig(epochs=20), knn=("euclidean:5",), limit_train=300, limit_test=100,
                         progress=False)
     done = build.build(entry, str(tmp / "runs"), str(tmp / "exports"), registry, skip_train=True,
@@ -129,6 +131,7 @@ def test_build_publishes_metrics_and_hashes(built):
     assert os.path.realpath(entry["export"]) == os.path.realpath(version_dir)
     assert entry["files"] == export.file_hashes(version_dir, skip=()) and "model_card.json" in entry["files"]
     assert entry["size_bytes"] > 0 and entry["metrics"]["num_test"] == 100
+    assert entry["built"]["train_seconds"] == 3.5  # the run log's epochs, not this command's time
     assert entry["metrics"]["protocol"]["linear"]["epochs"] == 20
     knn_top1, linear = entry["metrics"]["knn"]["euclidean:5"]["top1"], entry["metrics"]["linear"]
     assert knn_top1 * 100 == pytest.approx(round(knn_top1 * 100))  # a count of the 100 test images

@@ -105,10 +105,11 @@ def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=
     `version`: default the entry's; a higher one is published beside the entry (`publish`)."""
     from wmse_tf.core import encoders
     from wmse_tf.export import saved_model as export
+    from wmse_tf.training import run_log
 
     name = entry["name"]
     run_dir = os.path.join(runs_dir, name)
-    train_seconds = None if skip_train else train(entry, run_dir, data_dir, extra)
+    wall_seconds = None if skip_train else train(entry, run_dir, data_dir, extra)
     if not os.path.exists(os.path.join(run_dir, "encoder.keras")):
         raise FileNotFoundError(f"{run_dir}/encoder.keras not found: train first (drop --skip_train)")
     with open(os.path.join(run_dir, "flags.json")) as f:
@@ -121,7 +122,9 @@ def build(entry, runs_dir, export_dir, registry_path, data_dir=None, skip_train=
         spec=export.input_spec_from_flags(run_flags), overwrite=True, precision=precision,
         card={"method": entry["method"], "views": entry["views"], "config": entry["config"], "flags": run_flags})
     check_export(encoder, version_dir, entry["dataset"], precision, data_dir)
-    built = {"date": datetime.date.today().isoformat(), "train_seconds": train_seconds,
+    # the run's own log sums its epochs across interruptions; older logs: this command's wall time
+    logged = run_log.training_seconds(run_dir)
+    built = {"date": datetime.date.today().isoformat(), "train_seconds": wall_seconds if logged is None else logged,
              "epochs": run_flags.get("epochs"), "command": " ".join(train_command(entry, run_dir)[1:])}
     return publish(entry, version_dir, {"built": built}, registry_path, eval_config, export_formats, data_dir)
 

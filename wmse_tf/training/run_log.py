@@ -19,11 +19,14 @@ from wmse_tf.training import checkpoint as ckpt_lib
 class MetricsLog(keras.callbacks.Callback):
     """Per-epoch rows in `<dir>/log.csv` and `<dir>/log.jsonl`.
 
+    A row's `seconds` is the wall time of its epoch in this process: from the previous row,
+    or from the start of training for the first epoch after a (re)start, evaluation included;
+    their sum over the file is the run's training time across interruptions (`training_seconds`).
     On resume the rows of steps after the restored checkpoint (written by the
     interrupted run after its last checkpoint) are dropped, then rows are appended.
     """
 
-    COLUMNS = ("epoch", "step", "time", "loss", "knn_acc", "lr", "images_per_sec")
+    COLUMNS = ("epoch", "step", "time", "seconds", "loss", "knn_acc", "lr", "images_per_sec")
 
     def __init__(self, directory, state):
         super().__init__()
@@ -32,8 +35,10 @@ class MetricsLog(keras.callbacks.Callback):
         self.json_path = os.path.join(directory, "log.jsonl")
         self.columns = None
         self.last = {}
+        self._since = time.time()
 
     def on_train_begin(self, logs=None):
+        self._since = time.time()
         self._truncate(self.json_path, lambda line: json.loads(line)["step"])
         self._truncate(self.csv_path, lambda line: int(line.split(",")[1]), header=True)
 
@@ -48,8 +53,10 @@ class MetricsLog(keras.callbacks.Callback):
             ckpt_lib.write_text_atomic(path, "".join(line + "\n" for line in head + keep))
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, "step": self.state.step, "time": round(time.time(), 3),
-               **(logs or {})}
+        now = time.time()
+        row = {"epoch": epoch + 1, "step": self.state.step, "time": round(now, 3),
+               "seconds": round(now - self._since, 3), **(logs or {})}
+        self._since = now
         self.last = row
         with tf.io.gfile.GFile(self.json_path, "a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -68,6 +75,19 @@ class MetricsLog(keras.callbacks.Callback):
         with tf.io.gfile.GFile(self.csv_path, "a") as f:
             csv.writer(f).writerow(columns)
         return columns
+
+
+def training_seconds(directory):
+    """Sum of the `seconds` of `<directory>/log.jsonl`: the run's training time across its
+    restarts; None if the file is missing or a row has no `seconds` (logs of older versions)."""
+    path = os.path.join(directory, "log.jsonl")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows or any("seconds" not in r for r in rows):
+        return None
+    return round(sum(r["seconds"] for r in rows), 1)
 
 
 class TensorBoardScalars(keras.callbacks.Callback):
