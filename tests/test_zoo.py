@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,6 +19,9 @@ from wmse_tf.evaluation.linear_probe import ProbeConfig
 from wmse_tf.export import saved_model as export
 from zoo import build, evaluate as zoo_evaluate, extract_features
 
+# 5-NN points a committed encoder must gain over its architecture with random weights on the 1000 test
+# images (measured: 5.5 for ResNet-10 width 32, 10 and 17 for the ResNet-18s).
+MARGIN = 0.03
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -229,10 +233,13 @@ def test_extract_features_cli_on_a_split(built, tmp_path, capsys):
                                   if e["status"] == "published" and e["dataset"] == "fashion_mnist"])
 def test_committed_fashion_mnist_encoder_is_intact_and_works(name):
     """A SavedModel committed for a published entry: hashes as registered, and its features
-    classify Fashion-MNIST far above the same architecture with random weights (69% 5-NN on the
-    full test set) on a 5000 / 1000 image subset."""
+    classify Fashion-MNIST (5-NN, 5000 train / 1000 test images) better than the same
+    architecture with random weights, whose features are already good on this dataset
+    (84.0% 5-NN on the full splits for ResNet-10 at width 32)."""
+    from wmse_tf.core import encoders
     from wmse_tf.data import datasets as data
     from wmse_tf.evaluation import knn
+    from wmse_tf.export import formats, portable
 
     entry = zoo.find(zoo.load(), name)
     path = os.path.join(ROOT, entry["export"])
@@ -243,12 +250,17 @@ def test_committed_fashion_mnist_encoder_is_intact_and_works(name):
     except data.DatasetNotFoundError as e:
         pytest.skip(f"Fashion-MNIST not installed ({e})")
     serve = tf.saved_model.load(path).signatures["serving_uint8"]
+    card = export.read_card(path)
+    spec, flags = portable.spec_of(card, path), card["flags"]
+    keras.utils.set_random_seed(0)
+    random = encoders.build(flags["arch"], flags["stem"], flags["width"], spec.image_size)
 
-    def features(ds):
-        xs, ys = zip(*[(serve(images=x)["feature_vector"].numpy(), y.numpy()) for x, y in ds])
-        return np.concatenate(xs), np.concatenate(ys)
+    def accuracy(encode):
+        (train_x, train_y), (test_x, test_y) = [
+            [np.concatenate(a) for a in zip(*[(encode(x), y.numpy()) for x, y in ds])] for ds in (train, test)]
+        assert train_x.shape == (5000, entry["num_features"]) and np.isfinite(train_x).all()
+        return np.mean(np.asarray(knn.knn_predict(train_x, train_y, test_x, k=5, metric="cosine")) == test_y)
 
-    (train_x, train_y), (test_x, test_y) = features(train), features(test)
-    assert train_x.shape == (5000, entry["num_features"]) and np.isfinite(train_x).all()
-    pred = np.asarray(knn.knn_predict(train_x, train_y, test_x, k=5, metric="cosine"))
-    assert np.mean(pred == test_y) >= 0.74
+    trained = accuracy(lambda x: serve(images=x)["feature_vector"].numpy())
+    untrained = accuracy(lambda x: random(formats.portable_input(x, spec), training=False).numpy())
+    assert trained >= untrained + MARGIN, (trained, untrained)
