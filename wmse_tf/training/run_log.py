@@ -13,6 +13,7 @@ import time
 import keras
 import tensorflow as tf
 
+from wmse_tf.evaluation import plots
 from wmse_tf.training import checkpoint as ckpt_lib
 
 
@@ -80,11 +81,7 @@ class MetricsLog(keras.callbacks.Callback):
 def training_seconds(directory):
     """Sum of the `seconds` of `<directory>/log.jsonl`: the run's training time across its
     restarts; None if the file is missing or a row has no `seconds` (logs of older versions)."""
-    path = os.path.join(directory, "log.jsonl")
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = plots.read_epochs(directory)
     if not rows or any("seconds" not in r for r in rows):
         return None
     return round(sum(r["seconds"] for r in rows), 1)
