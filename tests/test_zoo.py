@@ -253,14 +253,17 @@ def test_committed_fashion_mnist_encoder_is_intact_and_works(name):
     card = export.read_card(path)
     spec, flags = portable.spec_of(card, path), card["flags"]
     keras.utils.set_random_seed(0)
-    random = encoders.build(flags["arch"], flags["stem"], flags["width"], spec.image_size)
+    random_encoder = encoders.build(flags["arch"], flags["stem"], flags["width"], spec.image_size)
+
+    def features(ds, encode):
+        xs, ys = zip(*[(encode(x), y.numpy()) for x, y in ds])
+        return np.concatenate(xs), np.concatenate(ys)
 
     def accuracy(encode):
-        (train_x, train_y), (test_x, test_y) = [
-            [np.concatenate(a) for a in zip(*[(encode(x), y.numpy()) for x, y in ds])] for ds in (train, test)]
+        (train_x, train_y), (test_x, test_y) = features(train, encode), features(test, encode)
         assert train_x.shape == (5000, entry["num_features"]) and np.isfinite(train_x).all()
         return np.mean(np.asarray(knn.knn_predict(train_x, train_y, test_x, k=5, metric="cosine")) == test_y)
 
     trained = accuracy(lambda x: serve(images=x)["feature_vector"].numpy())
-    untrained = accuracy(lambda x: random(formats.portable_input(x, spec), training=False).numpy())
+    untrained = accuracy(lambda x: random_encoder(formats.portable_input(x, spec), training=False).numpy())
     assert trained >= untrained + MARGIN, (trained, untrained)

@@ -5,8 +5,9 @@ A batch is `(views, labels)`: `views` a tuple of V image batches [B, H, W, C]
 All views go through the encoder in one call ([V*B, ...]): BatchNorm statistics
 over all views at once; views of several sizes (multi-crop) take one call per size.
 With `bn_per_view=True` the encoder is called once per view (statistics of each
-view's own batch, as the reference) and the projector once on the concatenation. The projections are stacked to [V, B, D] and handed
-to the objective. The methods' builders are in `wmse_tf.methods`.
+view's own batch, as the reference) and the projector once on the concatenation.
+The projections are stacked to [V, B, D] and handed to the objective. The methods'
+builders are in `wmse_tf.methods`.
 """
 
 import keras
